@@ -51,7 +51,8 @@ int kv_layout_check(const struct kv_layout *l)
     if (l->head_dim % 32 != 0) /* INT4 groups and packed words need whole groups of 32 */
         return -EINVAL;
     if (fmt_is_kivi(l->k_fmt) || fmt_is_kivi(l->v_fmt)) {
-        if (l->group == 0 || l->page_tokens % l->group != 0 || l->head_dim % l->group != 0)
+        if (l->group == 0 || l->group % 8 != 0 || l->page_tokens % l->group != 0 ||
+            l->head_dim % l->group != 0)
             return -EINVAL;
     }
     return 0;
@@ -99,11 +100,20 @@ size_t kv_seg_bytes(int fmt, const struct kv_layout *l)
     return align_up(data + scales, KV_SEG_ALIGN);
 }
 
+size_t kv_seg_scale_offset(int fmt, const struct kv_layout *l)
+{
+    unsigned bits = kv_fmt_bits(fmt);
+    if (fmt == KV_FMT_F16 || fmt == KV_FMT_BF16)
+        return 0;
+    return (size_t)l->page_tokens * l->head_dim * bits / 8;
+}
+
 size_t kv_page_bytes(const struct kv_layout *l)
 {
     if (kv_layout_check(l) != 0)
         return 0;
-    size_t per_layer = (size_t)l->n_kv_heads * (kv_seg_bytes(l->k_fmt, l) + kv_seg_bytes(l->v_fmt, l));
+    size_t per_layer =
+        (size_t)l->n_kv_heads * (kv_seg_bytes(l->k_fmt, l) + kv_seg_bytes(l->v_fmt, l));
     return per_layer * l->n_layers;
 }
 
