@@ -103,6 +103,7 @@ struct kvp_welcome {
     uint8_t token[16];         /* one-time attach token for the request channel */
     uint8_t gpu_uuid[16];      /* CUDA backends: device UUID; zero for host */
     uint8_t legacy_handle[64]; /* KVP_BACKEND_CUDA_LEGACY: cudaIpcMemHandle_t bytes */
+    uint8_t reserved[8];       /* zero; pads the struct to the documented 128 bytes */
 };
 _Static_assert(sizeof(struct kvp_welcome) == 128, "wire struct");
 
