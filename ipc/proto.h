@@ -221,6 +221,12 @@ struct kvp_score_ent {
 };
 _Static_assert(sizeof(struct kvp_score_ent) == 8, "wire struct");
 
+/* ADMIN request: uint32 sub-command, then its argument (at most 256 bytes). */
+enum kvp_admin {
+    KVP_ADMIN_CHECK = 1, /* verify the pool's invariants: OK or E_INTERNAL */
+    KVP_ADMIN_FAULT = 2, /* int32 n: let n more allocations succeed, then fail (fault_injection) */
+};
+
 /* STATS reply: one kvp_stats. */
 #define KVP_STATS_MAP(X)                                                                           \
     X(clients)                                                                                     \

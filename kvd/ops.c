@@ -1,0 +1,528 @@
+/*
+ * ops.c - request handlers. Each handler validates the whole request before it changes anything
+ * (all or nothing), then answers with one reply frame. A client error gets a typed status and a
+ * debug log line; kvd keeps serving everyone else.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "log.h"
+#include "mem.h"
+#include "server.h"
+
+struct req {
+    struct kvd *d;
+    const uint8_t *rid;
+    size_t rid_len;
+    struct kv_client *c; /* NULL before ATTACH */
+    struct kvp_msg m;
+};
+
+static void reply_status(struct req *r, int status)
+{
+    uint8_t rep[sizeof(struct kvp_hdr)];
+    if (status >= 32)
+        r->d->st.errors_server++;
+    else if (status != KVP_OK)
+        r->d->st.errors_client++;
+    kvp_put_hdr(rep, r->m.hdr.op, status, r->m.hdr.seq, 0);
+    kvd_send(r->d, r->rid, r->rid_len, rep, sizeof(rep));
+}
+
+/* Reply with a body already written at d->reply + sizeof(hdr). */
+static void reply_body(struct req *r, uint32_t count, size_t body_len)
+{
+    kvp_put_hdr(r->d->reply, r->m.hdr.op, KVP_OK, r->m.hdr.seq, count);
+    kvd_send(r->d, r->rid, r->rid_len, r->d->reply, sizeof(struct kvp_hdr) + body_len);
+}
+
+static uint8_t *body_out(struct kvd *d)
+{
+    return d->reply + sizeof(struct kvp_hdr);
+}
+
+static void put_page(uint8_t *dst, const struct kv_pool *p, const struct kv_page *pg, int flags)
+{
+    struct kvp_page wp = {
+        .page_id = pg->id,
+        .ntok = pg->ntok,
+        .flags = (uint16_t)(flags | (pg->flags & KVP_PAGE_DEMOTED)),
+        .offset = kv_pool_page_offset(p, pg),
+    };
+    memcpy(dst, &wp, sizeof(wp));
+}
+
+static struct kv_client *client_by_rid(struct kvd *d, const uint8_t *rid, size_t len)
+{
+    for (uint32_t i = 0; i < d->cfg.max_clients; i++) {
+        struct kv_client *c = &d->clients[i];
+        if (c->state == KV_CLIENT_ATTACHED && c->rid_len == len && memcmp(c->rid, rid, len) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* ---- ATTACH ---------------------------------------------------------------------------------- */
+
+static void op_attach(struct req *r, const char *user_id)
+{
+    struct kvd *d = r->d;
+    const struct kvp_attach *a = &r->m.u.attach;
+    struct kv_client *c = NULL;
+    struct kv_ns *ns;
+    int rc;
+
+    if (r->c) {
+        reply_status(r, KVP_E_STATE); /* this socket is attached already */
+        return;
+    }
+    for (uint32_t i = 0; i < d->cfg.max_clients; i++) {
+        struct kv_client *x = &d->clients[i];
+        if (x->state == KV_CLIENT_WELCOMED && sodium_memcmp(x->token, a->token, 16) == 0) {
+            c = x;
+            break;
+        }
+    }
+    /* the pid ZAP saw on this ZeroMQ connection must be the pid of the side channel */
+    if (!c || !user_id || c->peer.pid <= 0 || atoi(user_id) != (int)c->peer.pid) {
+        kv_notice("ATTACH refused: %s (ZeroMQ peer pid %s)",
+                  c ? "pid differs from the side channel's" : "unknown token",
+                  user_id ? user_id : "?");
+        reply_status(r, KVP_E_BAD_TOKEN);
+        return;
+    }
+    if (kv_layout_check(&a->layout) != 0) {
+        reply_status(r, KVP_E_LAYOUT);
+        return;
+    }
+    rc = kv_pool_ns_get(&d->pool, a->ns, &a->layout, &ns);
+    if (rc) {
+        if (rc == -EEXIST)
+            kv_notice("client %u: layout for namespace '%s' differs from the namespace's", c->id,
+                      a->ns);
+        reply_status(r, rc == -ENOMEM ? KVP_E_NOMEM : KVP_E_LAYOUT);
+        return;
+    }
+    c->state = KV_CLIENT_ATTACHED;
+    c->ns = ns;
+    ns->nclients++;
+    memcpy(c->rid, r->rid, r->rid_len);
+    c->rid_len = (uint8_t)r->rid_len;
+    sodium_memzero(c->token, sizeof(c->token));
+    c->last_seen_ms = kv_now_ms();
+    kv_info("client %u (pid %d uid %u) attached to '%s'", c->id, (int)c->peer.pid,
+            (unsigned)c->peer.uid, ns->name);
+    struct kvp_attach_rep rep = {
+        .client_id = c->id,
+        .ns_id = ns->id,
+        .page_bytes = ns->page_bytes,
+        .arena_bytes = d->arena.bytes,
+        .heartbeat_ms = (uint32_t)d->cfg.heartbeat_ms,
+        .max_batch = KVP_MAX_BATCH,
+    };
+    memcpy(body_out(d), &rep, sizeof(rep));
+    reply_body(r, 0, sizeof(rep));
+}
+
+/* ---- LOOKUP ---------------------------------------------------------------------------------- */
+
+/* Walk the chain. Returns the status; fills *n_hit, *next and the reply pages (pinned if asked). */
+static int do_lookup(struct kvd *d, struct kv_client *c, const struct kvp_msg *m, uint32_t *n_hit,
+                     uint32_t *next)
+{
+    uint32_t n = m->hdr.count, hit = 0;
+    int pin = m->u.lookup.flags & KVP_LOOKUP_PIN;
+    uint8_t *pages = body_out(d) + sizeof(struct kvp_lookup_rep);
+
+    *next = KVP_NEXT_END;
+    for (uint32_t i = 0; i < n; i++) {
+        struct kv_inode *in = kv_pool_find(&d->pool, c->ns->id, m->elems + (size_t)i * 16);
+        struct kv_page *pg = kv_pool_page_of(in);
+        if (pg && pg->state == KV_PAGE_COMMITTED) {
+            hit++;
+            continue;
+        }
+        *next = pg && pg->state == KV_PAGE_WRITING ? KVP_NEXT_PENDING : KVP_NEXT_MISS;
+        break;
+    }
+    if (pin && hit && kv_leases_reserve(&c->leases, hit) != 0)
+        return KVP_E_NOMEM;
+    for (uint32_t i = 0; i < hit; i++) {
+        struct kv_page *pg =
+            kv_pool_page_of(kv_pool_find(&d->pool, c->ns->id, m->elems + (size_t)i * 16));
+        if (pin) {
+            kv_pool_ref(&d->pool, pg);
+            kv_leases_add(&c->leases, pg->id);
+        }
+        kv_pool_touch(&d->pool, pg);
+        put_page(pages + (size_t)i * sizeof(struct kvp_page), &d->pool, pg, 0);
+    }
+    *n_hit = hit;
+    return KVP_OK;
+}
+
+static void lookup_reply(struct req *r, int count_stats)
+{
+    struct kvd *d = r->d;
+    uint32_t hit, next;
+    int st = do_lookup(d, r->c, &r->m, &hit, &next);
+    if (st != KVP_OK) {
+        reply_status(r, st);
+        return;
+    }
+    if (count_stats) {
+        d->st.lookups++;
+        d->st.lookup_hits += hit > 0;
+        d->st.lookup_pages_hit += hit;
+        d->st.lookup_pending += next == KVP_NEXT_PENDING;
+        d->st.bytes_saved += (uint64_t)hit * r->c->ns->page_bytes;
+    }
+    struct kvp_lookup_rep rep = {.n_hit = hit, .next = next};
+    memcpy(body_out(d), &rep, sizeof(rep));
+    reply_body(r, hit, sizeof(rep) + (size_t)hit * sizeof(struct kvp_page));
+}
+
+static int would_wait(struct kvd *d, struct kv_client *c, const struct kvp_msg *m)
+{
+    for (uint32_t i = 0; i < m->hdr.count; i++) {
+        struct kv_page *pg =
+            kv_pool_page_of(kv_pool_find(&d->pool, c->ns->id, m->elems + (size_t)i * 16));
+        if (!pg)
+            return 0;
+        if (pg->state == KV_PAGE_WRITING)
+            return 1;
+    }
+    return 0;
+}
+
+static void op_lookup(struct req *r, const uint8_t *frame, size_t len)
+{
+    struct kvd *d = r->d;
+    const struct kvp_lookup *l = &r->m.u.lookup;
+
+    if ((l->flags & KVP_LOOKUP_WAIT) && l->wait_ms && would_wait(d, r->c, &r->m) &&
+        d->nwaiters < d->cfg.max_waiters) {
+        struct kv_waiter *w = &d->waiters[d->nwaiters];
+        w->frame = kv_malloc(len);
+        if (w->frame) { /* without memory, answer now: the caller sees PENDING */
+            memcpy(w->frame, frame, len);
+            w->frame_len = len;
+            w->client_id = r->c->id;
+            w->slot = (uint32_t)(r->c - d->clients);
+            w->deadline_ms = kv_now_ms() + l->wait_ms;
+            d->nwaiters++;
+            d->st.lookup_pending++;
+            return;
+        }
+    }
+    lookup_reply(r, 1);
+}
+
+void kvd_eval_waiters(struct kvd *d, uint64_t now)
+{
+    int changed = d->pool_gen != d->waiters_gen;
+    d->waiters_gen = d->pool_gen;
+    for (uint32_t i = 0; i < d->nwaiters;) {
+        struct kv_waiter *w = &d->waiters[i];
+        struct kv_client *c = &d->clients[w->slot];
+        struct req r = {.d = d, .c = c, .rid = c->rid, .rid_len = c->rid_len};
+
+        if ((!changed && now < w->deadline_ms) ||
+            kvp_decode_request(w->frame, w->frame_len, KVP_MAX_FRAME, &r.m) != KVP_OK) {
+            i++;
+            continue;
+        }
+        if (now < w->deadline_ms && would_wait(d, c, &r.m)) {
+            i++;
+            continue;
+        }
+        lookup_reply(&r, 1);
+        kv_free(w->frame);
+        d->waiters[i] = d->waiters[--d->nwaiters];
+    }
+}
+
+/* ---- ALLOC ----------------------------------------------------------------------------------- */
+
+static void op_alloc(struct req *r)
+{
+    struct kvd *d = r->d;
+    struct kv_client *c = r->c;
+    uint32_t n = r->m.hdr.count;
+    struct kv_page **pages = kv_calloc(n, sizeof(*pages));
+    int rc;
+
+    if (!pages) {
+        reply_status(r, KVP_E_NOMEM);
+        return;
+    }
+    rc = kv_leases_reserve(&c->leases, n);
+    if (rc == 0)
+        rc = kv_pool_alloc(&d->pool, c->ns, c->id, n, pages);
+    if (rc) {
+        kv_free(pages);
+        reply_status(r, rc == -ENOSPC ? KVP_E_NOSPC : KVP_E_NOMEM);
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        kv_leases_add(&c->leases, pages[i]->id);
+        if (r->m.u.alloc.flags & KVP_ALLOC_HASHES)
+            kv_pool_set_pending(&d->pool, pages[i], r->m.elems + (size_t)i * 16);
+        put_page(body_out(d) + (size_t)i * sizeof(struct kvp_page), &d->pool, pages[i], 0);
+    }
+    kv_free(pages);
+    d->st.allocs += n;
+    reply_body(r, n, (size_t)n * sizeof(struct kvp_page));
+}
+
+/* ---- COMMIT ---------------------------------------------------------------------------------- */
+
+static void op_commit(struct req *r)
+{
+    struct kvd *d = r->d;
+    struct kv_client *c = r->c;
+    uint32_t n = r->m.hdr.count;
+
+    /* validate everything first: on a client error nothing is committed */
+    for (uint32_t i = 0; i < n; i++) {
+        struct kvp_commit e;
+        memcpy(&e, r->m.elems + (size_t)i * sizeof(e), sizeof(e));
+        struct kv_page *pg = kv_pool_page_by_id(&d->pool, e.page_id);
+        if (!pg || kv_leases_get(&c->leases, e.page_id) == 0 || pg->state != KV_PAGE_WRITING ||
+            pg->writer != c->id) {
+            reply_status(r, pg && kv_leases_get(&c->leases, e.page_id) ? KVP_E_STATE
+                                                                        : KVP_E_NOT_HELD);
+            return;
+        }
+        if (pg->chunk->ns != c->ns || e.ntok == 0 || e.ntok > c->ns->layout.page_tokens ||
+            memcmp(e.hash, e.parent, 16) == 0) {
+            reply_status(r, KVP_E_INVAL);
+            return;
+        }
+        for (uint32_t j = 0; j < i; j++) { /* the same page twice in one batch */
+            uint32_t other;
+            memcpy(&other, r->m.elems + (size_t)j * sizeof(e), sizeof(other));
+            if (other == e.page_id) {
+                reply_status(r, KVP_E_INVAL);
+                return;
+            }
+        }
+    }
+    if (kv_leases_reserve(&c->leases, n) != 0) {
+        reply_status(r, KVP_E_NOMEM);
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        struct kvp_commit e;
+        struct kv_page *winner;
+        memcpy(&e, r->m.elems + (size_t)i * sizeof(e), sizeof(e));
+        struct kv_page *pg = kv_pool_page_by_id(&d->pool, e.page_id);
+        kv_pool_commit(&d->pool, pg, e.hash, e.parent, e.ntok, &winner); /* validated above */
+        int flags = 0;
+        if (winner != pg) { /* dedup: our write lease went with the freed page */
+            kv_leases_drop(&c->leases, e.page_id);
+            kv_leases_add(&c->leases, winner->id);
+            d->st.commit_dedups++;
+            flags = KVP_PAGE_DEDUP;
+        }
+        put_page(body_out(d) + (size_t)i * sizeof(struct kvp_page), &d->pool, winner, flags);
+    }
+    d->st.commits += n;
+    d->pool_gen++;
+    reply_body(r, n, (size_t)n * sizeof(struct kvp_page));
+}
+
+/* ---- RELEASE --------------------------------------------------------------------------------- */
+
+static void op_release(struct req *r)
+{
+    struct kvd *d = r->d;
+    struct kv_client *c = r->c;
+    uint32_t n = r->m.hdr.count, ok = 0;
+    int pending_freed = 0;
+
+    /* tentatively drop every lease; undo all if one is not held (duplicates count) */
+    for (; ok < n; ok++) {
+        uint32_t id;
+        memcpy(&id, r->m.elems + (size_t)ok * 4, 4);
+        if (kv_leases_get(&c->leases, id) == 0)
+            break;
+        kv_leases_drop(&c->leases, id);
+    }
+    if (ok < n) {
+        kv_leases_reserve(&c->leases, ok); /* re-adding keys we just removed needs no growth */
+        for (uint32_t i = 0; i < ok; i++) {
+            uint32_t id;
+            memcpy(&id, r->m.elems + (size_t)i * 4, 4);
+            kv_leases_add(&c->leases, id);
+        }
+        reply_status(r, KVP_E_NOT_HELD);
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t id;
+        memcpy(&id, r->m.elems + (size_t)i * 4, 4);
+        struct kv_page *pg = kv_pool_page_by_id(&d->pool, id);
+        pending_freed |= pg->state == KV_PAGE_WRITING && pg->refs == 1;
+        kv_pool_unref(&d->pool, pg);
+    }
+    if (pending_freed)
+        d->pool_gen++;
+    d->st.releases += n;
+    kvp_put_hdr(d->reply, KVP_OP_RELEASE, KVP_OK, r->m.hdr.seq, n);
+    kvd_send(d, r->rid, r->rid_len, d->reply, sizeof(struct kvp_hdr));
+}
+
+/* ---- SCORES ---------------------------------------------------------------------------------- */
+
+static void op_scores(struct req *r)
+{
+    struct kvd *d = r->d;
+    struct kv_client *c = r->c;
+    struct kvp_score_ent e;
+    const uint8_t *mass;
+    size_t pos = 0;
+    uint32_t applied = 0;
+    int rc;
+
+    while ((rc = kvp_next_score(&r->m, &pos, &e, &mass)) == 1) {
+        struct kv_page *pg = kv_pool_page_by_id(&d->pool, e.page_id);
+        if (!pg || kv_leases_get(&c->leases, e.page_id) == 0) {
+            reply_status(r, KVP_E_NOT_HELD);
+            return;
+        }
+        if (e.ntok > c->ns->layout.page_tokens) {
+            reply_status(r, KVP_E_INVAL);
+            return;
+        }
+    }
+    if (rc < 0) {
+        reply_status(r, KVP_E_MALFORMED);
+        return;
+    }
+    for (pos = 0; kvp_next_score(&r->m, &pos, &e, &mass) == 1; applied++) {
+        struct kv_page *pg = kv_pool_page_by_id(&d->pool, e.page_id);
+        if (kv_pool_add_scores(&d->pool, pg, (const float *)(const void *)mass, e.ntok) != 0) {
+            reply_status(r, KVP_E_NOMEM); /* earlier entries stay applied; scores are hints */
+            return;
+        }
+    }
+    d->st.score_reports++;
+    kvp_put_hdr(d->reply, KVP_OP_SCORES, KVP_OK, r->m.hdr.seq, applied);
+    kvd_send(d, r->rid, r->rid_len, d->reply, sizeof(struct kvp_hdr));
+}
+
+/* ---- STATS, ADMIN ----------------------------------------------------------------------------- */
+
+static void op_stats(struct req *r)
+{
+    struct kvd *d = r->d;
+    struct kv_pool_counts pc;
+    kv_pool_counts(&d->pool, &pc);
+    d->st.clients = d->nclients;
+    d->st.namespaces = d->pool.n_ns;
+    d->st.pages_total = pc.pages_total;
+    d->st.pages_free = pc.pages_free;
+    d->st.pages_writing = pc.pages_writing;
+    d->st.pages_committed = pc.pages_committed;
+    d->st.pages_pinned = pc.pages_pinned;
+    d->st.chunks_total = d->pool.nchunks;
+    d->st.chunks_used = pc.chunks_used;
+    d->st.evictions = d->pool.evictions;
+    memcpy(body_out(d), &d->st, sizeof(d->st));
+    reply_body(r, 0, sizeof(d->st));
+}
+
+static void op_admin(struct req *r)
+{
+    struct kvd *d = r->d;
+    uint32_t sub;
+    char why[200];
+
+    if (r->m.body_len < 4) {
+        reply_status(r, KVP_E_MALFORMED);
+        return;
+    }
+    memcpy(&sub, r->m.body, 4);
+    if (!r->c->admin) {
+        reply_status(r, KVP_E_PERM);
+        return;
+    }
+    switch (sub) {
+    case KVP_ADMIN_CHECK: {
+        int rc = kv_pool_check(&d->pool, why, sizeof(why));
+        if (rc) {
+            kv_err("pool check failed: %s", why);
+            reply_status(r, KVP_E_INTERNAL);
+            return;
+        }
+        reply_status(r, KVP_OK);
+        return;
+    }
+    case KVP_ADMIN_FAULT: {
+        int32_t n;
+        if (!d->cfg.fault_injection) {
+            reply_status(r, KVP_E_PERM);
+            return;
+        }
+        if (r->m.body_len < 8) {
+            reply_status(r, KVP_E_MALFORMED);
+            return;
+        }
+        memcpy(&n, r->m.body + 4, 4);
+        reply_status(r, KVP_OK); /* reply first: the reply path must not consume the budget */
+        kv_mem_fail_after(n);
+        return;
+    }
+    default:
+        reply_status(r, KVP_E_OP);
+    }
+}
+
+/* ---- dispatch -------------------------------------------------------------------------------- */
+
+void kvd_handle_request(struct kvd *d, const uint8_t *rid, size_t rid_len, const char *user_id,
+                        const uint8_t *frame, size_t len)
+{
+    struct req r = {.d = d, .rid = rid, .rid_len = rid_len};
+    int st;
+
+    r.c = client_by_rid(d, rid, rid_len);
+    st = kvp_decode_request(frame, len, r.c ? KVP_MAX_FRAME : KVP_MAX_FRAME_PRE, &r.m);
+    if (st != KVP_OK) {
+        kv_debug("client %u: bad frame (%zu bytes, op %u): %s", r.c ? r.c->id : 0, len,
+                 r.m.hdr.op, kvp_status_str(st));
+        reply_status(&r, st);
+        return;
+    }
+    if (r.c) {
+        r.c->last_seen_ms = kv_now_ms();
+        r.c->requests++;
+    }
+    if (r.m.hdr.op == KVP_OP_ATTACH) {
+        op_attach(&r, user_id);
+        return;
+    }
+    if (!r.c) {
+        reply_status(&r, KVP_E_NOT_ATTACHED);
+        return;
+    }
+    switch (r.m.hdr.op) {
+    case KVP_OP_PING: reply_status(&r, KVP_OK); break;
+    case KVP_OP_LOOKUP: op_lookup(&r, frame, len); break;
+    case KVP_OP_ALLOC: op_alloc(&r); break;
+    case KVP_OP_COMMIT: op_commit(&r); break;
+    case KVP_OP_RELEASE: op_release(&r); break;
+    case KVP_OP_SCORES: op_scores(&r); break;
+    case KVP_OP_STATS: op_stats(&r); break;
+    case KVP_OP_ADMIN: op_admin(&r); break;
+    case KVP_OP_DETACH:
+        reply_status(&r, KVP_OK);
+        kvd_client_gone(d, r.c, KV_GONE_DETACH);
+        break;
+    default: reply_status(&r, KVP_E_OP); break;
+    }
+}

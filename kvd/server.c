@@ -1,0 +1,718 @@
+/*
+ * server.c - kvd's event loop, sockets, side channel, ZAP handler and client lifetimes.
+ * See server.h for the event sources. Request handlers live in ops.c.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <sodium.h>
+
+#include "log.h"
+#include "mem.h"
+
+enum { SRC_ZMQ = 1, SRC_ZAP, SRC_LISTEN, SRC_SIDE, SRC_PIDFD, SRC_SIGNAL };
+
+#define EV(tag, slot) (((uint64_t)(tag) << 32) | (uint32_t)(slot))
+
+uint64_t kv_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int ep_add(struct kvd *d, int fd, uint64_t data)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = data};
+    return epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
+}
+
+static int resolve_group(const char *s, gid_t *out)
+{
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*s && *end == '\0') {
+        *out = (gid_t)v;
+        return 0;
+    }
+    struct group *g = getgrnam(s);
+    if (!g)
+        return -ENOENT;
+    *out = g->gr_gid;
+    return 0;
+}
+
+/* May this peer attach? kvd's own uid and root always; otherwise membership of client_group. */
+static int peer_allowed(struct kvd *d, int fd, const struct kv_peer *p, int *admin)
+{
+    int in_client = 0, in_admin = 0;
+    if (p->uid == 0 || p->uid == geteuid()) {
+        *admin = 1;
+        return 1;
+    }
+    if (d->have_client_gid)
+        in_client = p->gid == d->client_gid || (fd >= 0 && kv_sock_peer_in_group(fd, d->client_gid) == 1);
+    if (d->have_admin_gid)
+        in_admin = p->gid == d->admin_gid || (fd >= 0 && kv_sock_peer_in_group(fd, d->admin_gid) == 1);
+    *admin = in_admin;
+    return in_client || in_admin;
+}
+
+void kvd_publish(struct kvd *d, const char *topic, const char *fmt, ...)
+{
+    char buf[256];
+    int n = snprintf(buf, sizeof(buf), "%s ", topic);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (d->pub)
+        zmq_send(d->pub, buf, strlen(buf), ZMQ_DONTWAIT);
+}
+
+void kvd_send(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf, size_t len)
+{
+    /* ROUTER_MANDATORY: an unknown or gone peer gives EHOSTUNREACH instead of a silent drop */
+    if (zmq_send(d->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(d->router, buf, len, ZMQ_DONTWAIT) < 0)
+        kv_debug("reply dropped: %s", zmq_strerror(zmq_errno()));
+}
+
+/* ---- clients --------------------------------------------------------------------------------- */
+
+static struct kv_client *client_alloc(struct kvd *d)
+{
+    for (uint32_t i = 0; i < d->cfg.max_clients; i++)
+        if (d->clients[i].state == KV_CLIENT_FREE)
+            return &d->clients[i];
+    return NULL;
+}
+
+static void close_fd(struct kvd *d, int *fd)
+{
+    if (*fd >= 0) {
+        epoll_ctl(d->epfd, EPOLL_CTL_DEL, *fd, NULL);
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static const char *const gone_names[] = {
+    [KV_GONE_DETACH] = "detached",       [KV_GONE_SIDECHANNEL] = "side channel closed",
+    [KV_GONE_PIDFD] = "process exited",  [KV_GONE_HEARTBEAT] = "heartbeats missed",
+    [KV_GONE_ATTACH_TIMEOUT] = "never attached", [KV_GONE_SHUTDOWN] = "shutdown",
+};
+
+void kvd_client_gone(struct kvd *d, struct kv_client *c, enum kv_release_why why)
+{
+    uint64_t leases = c->leases.total;
+
+    /* drop every lease; a WRITING page whose write lease goes is freed */
+    kv_leases_foreach(&c->leases, s)
+    {
+        struct kv_page *pg = kv_pool_page_by_id(&d->pool, s->id);
+        for (uint32_t k = 0; pg && k < s->count; k++)
+            kv_pool_unref(&d->pool, pg);
+    }
+    kv_leases_free(&c->leases);
+    if (leases)
+        d->pool_gen++;
+    /* its parked lookups go with it */
+    for (uint32_t i = 0; i < d->nwaiters;) {
+        if (d->waiters[i].client_id == c->id) {
+            kv_free(d->waiters[i].frame);
+            d->waiters[i] = d->waiters[--d->nwaiters];
+        } else {
+            i++;
+        }
+    }
+    switch (why) {
+    case KV_GONE_DETACH: d->st.released_by_detach++; break;
+    case KV_GONE_SIDECHANNEL: d->st.released_by_sidechannel++; break;
+    case KV_GONE_PIDFD: d->st.released_by_pidfd++; break;
+    case KV_GONE_HEARTBEAT: d->st.released_by_heartbeat++; break;
+    default: break;
+    }
+    if (why != KV_GONE_DETACH && why != KV_GONE_SHUTDOWN)
+        d->st.leases_released_on_death += leases;
+    if (c->state == KV_CLIENT_ATTACHED || leases)
+        kv_info("client %u (pid %d) gone: %s, %llu leases released", c->id, (int)c->peer.pid,
+                gone_names[why], (unsigned long long)leases);
+    if (c->ns)
+        c->ns->nclients--;
+    close_fd(d, &c->side_fd);
+    close_fd(d, &c->pidfd);
+    memset(c, 0, sizeof(*c));
+    c->side_fd = c->pidfd = -1;
+    d->nclients--;
+}
+
+static void side_accept(struct kvd *d)
+{
+    for (;;) {
+        int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                kv_warn("accept: %s", strerror(errno));
+            return;
+        }
+        struct kv_peer peer;
+        struct kvp_welcome w = {.magic = KVP_MAGIC, .version = KVP_VERSION};
+        int admin = 0;
+        struct kv_client *c;
+
+        if (kv_sock_peer(fd, &peer) != 0) {
+            close(fd);
+            continue;
+        }
+        if (!peer_allowed(d, fd, &peer, &admin)) {
+            kv_notice("refused side channel from pid %d uid %u gid %u: not in the client group",
+                      (int)peer.pid, (unsigned)peer.uid, (unsigned)peer.gid);
+            w.status = KVP_E_PERM;
+            kv_sock_send(fd, &w, sizeof(w), -1);
+            d->st.errors_client++;
+            close(fd);
+            continue;
+        }
+        c = client_alloc(d);
+        if (!c) {
+            kv_warn("refused pid %d: max_clients (%llu) reached", (int)peer.pid,
+                    (unsigned long long)d->cfg.max_clients);
+            w.status = KVP_E_BUSY;
+            kv_sock_send(fd, &w, sizeof(w), -1);
+            close(fd);
+            continue;
+        }
+        memset(c, 0, sizeof(*c));
+        c->id = ++d->next_client_id;
+        c->state = KV_CLIENT_HELLO;
+        c->admin = (uint8_t)admin;
+        c->peer = peer;
+        c->side_fd = fd;
+        c->pidfd = -1;
+        c->created_ms = c->last_seen_ms = kv_now_ms();
+        d->nclients++;
+        uint32_t slot = (uint32_t)(c - d->clients);
+        if (ep_add(d, fd, EV(SRC_SIDE, slot)) != 0) {
+            kvd_client_gone(d, c, KV_GONE_SHUTDOWN);
+            continue;
+        }
+        if (peer.pid > 0) {
+            c->pidfd = kv_pidfd_open(peer.pid);
+            if (c->pidfd >= 0 && ep_add(d, c->pidfd, EV(SRC_PIDFD, slot)) != 0)
+                close_fd(d, &c->pidfd);
+        }
+    }
+}
+
+/* The client's hello arrived (or the socket closed). */
+static void side_readable(struct kvd *d, struct kv_client *c)
+{
+    uint8_t buf[64];
+    int fd = -1;
+    ssize_t n = kv_sock_recv(c->side_fd, buf, sizeof(buf), &fd);
+    struct kvp_hello hello;
+
+    if (fd >= 0)
+        close(fd); /* clients never send fds */
+    if (n == -EAGAIN || n == -EINTR)
+        return;
+    if (n <= 0) {
+        kvd_client_gone(d, c, KV_GONE_SIDECHANNEL);
+        return;
+    }
+    if (c->state != KV_CLIENT_HELLO || kvp_decode_hello(buf, (size_t)n, &hello) != KVP_OK) {
+        /* only one hello is expected; anything else is a protocol error: drop the client */
+        kv_notice("client %u (pid %d): unexpected side-channel message, closing", c->id,
+                  (int)c->peer.pid);
+        d->st.errors_client++;
+        kvd_client_gone(d, c, KV_GONE_SIDECHANNEL);
+        return;
+    }
+    struct kvp_welcome w = {
+        .magic = KVP_MAGIC,
+        .version = KVP_VERSION,
+        .status = KVP_OK,
+        .client_id = c->id,
+        .backend = (uint32_t)d->arena.backend,
+        .arena_bytes = d->arena.bytes,
+    };
+    randombytes_buf(c->token, sizeof(c->token));
+    memcpy(w.token, c->token, sizeof(w.token));
+    memcpy(w.gpu_uuid, d->arena.gpu_uuid, sizeof(w.gpu_uuid));
+    memcpy(w.legacy_handle, d->arena.legacy_handle, sizeof(w.legacy_handle));
+    int rc = kv_sock_send(c->side_fd, &w, sizeof(w), d->arena.fd);
+    if (rc < 0) {
+        kv_notice("client %u: welcome failed: %s", c->id, strerror(-rc));
+        kvd_client_gone(d, c, KV_GONE_SIDECHANNEL);
+        return;
+    }
+    c->state = KV_CLIENT_WELCOMED;
+}
+
+/* ---- ZAP: authenticate ZeroMQ peers -------------------------------------------------------- */
+
+/* The peer address of an ipc peer ends in ":uid:gid:pid" (libzmq reads SO_PEERCRED). */
+static int parse_ipc_peer(const char *addr, size_t len, struct kv_peer *p)
+{
+    char buf[128];
+    if (len >= sizeof(buf))
+        return -EINVAL;
+    memcpy(buf, addr, len);
+    buf[len] = '\0';
+    char *c3 = strrchr(buf, ':');
+    if (!c3)
+        return -EINVAL;
+    *c3 = '\0';
+    char *c2 = strrchr(buf, ':');
+    if (!c2)
+        return -EINVAL;
+    *c2 = '\0';
+    char *c1 = strrchr(buf, ':');
+    if (!c1)
+        return -EINVAL;
+    p->uid = (uid_t)strtoul(c1 + 1, NULL, 10);
+    p->gid = (gid_t)strtoul(c2 + 1, NULL, 10);
+    p->pid = (pid_t)strtol(c3 + 1, NULL, 10);
+    return 0;
+}
+
+static void zap_handle(struct kvd *d)
+{
+    for (;;) {
+        zmq_msg_t part[8];
+        int nparts = 0, more = 1;
+        while (more && nparts < 8) {
+            zmq_msg_init(&part[nparts]);
+            if (zmq_msg_recv(&part[nparts], d->zap, ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&part[nparts]);
+                if (nparts == 0)
+                    return; /* nothing pending */
+                break;
+            }
+            more = zmq_msg_more(&part[nparts]);
+            nparts++;
+        }
+        while (more) { /* drain an over-long request */
+            zmq_msg_t x;
+            zmq_msg_init(&x);
+            zmq_msg_recv(&x, d->zap, 0);
+            more = zmq_msg_more(&x);
+            zmq_msg_close(&x);
+        }
+        const char *status = "400", *text = "bad request";
+        char uid_text[32] = "";
+        struct kv_peer peer;
+        int admin;
+        if (nparts >= 6 &&
+            parse_ipc_peer(zmq_msg_data(&part[3]), zmq_msg_size(&part[3]), &peer) == 0) {
+            if (peer_allowed(d, -1, &peer, &admin)) {
+                status = "200";
+                text = "OK";
+                snprintf(uid_text, sizeof(uid_text), "%d", (int)peer.pid);
+            } else {
+                status = "400";
+                text = "peer not allowed";
+                kv_notice("refused ZeroMQ peer pid %d uid %u", (int)peer.pid, (unsigned)peer.uid);
+            }
+        }
+        zmq_send(d->zap, "1.0", 3, ZMQ_SNDMORE);
+        if (nparts >= 2)
+            zmq_send(d->zap, zmq_msg_data(&part[1]), zmq_msg_size(&part[1]), ZMQ_SNDMORE);
+        else
+            zmq_send(d->zap, "", 0, ZMQ_SNDMORE);
+        zmq_send(d->zap, status, 3, ZMQ_SNDMORE);
+        zmq_send(d->zap, text, strlen(text), ZMQ_SNDMORE);
+        zmq_send(d->zap, uid_text, strlen(uid_text), ZMQ_SNDMORE);
+        zmq_send(d->zap, "", 0, 0);
+        for (int i = 0; i < nparts; i++)
+            zmq_msg_close(&part[i]);
+    }
+}
+
+/* ---- request socket -------------------------------------------------------------------------- */
+
+static void router_drain(struct kvd *d)
+{
+    for (;;) {
+        zmq_msg_t rid, body;
+        zmq_msg_init(&rid);
+        if (zmq_msg_recv(&rid, d->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&rid);
+            return;
+        }
+        zmq_msg_init(&body);
+        if (!zmq_msg_more(&rid) || zmq_msg_recv(&body, d->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&rid);
+            zmq_msg_close(&body);
+            continue;
+        }
+        int multipart = zmq_msg_more(&body);
+        for (int more = multipart; more;) { /* one frame per message: drop the rest */
+            zmq_msg_t x;
+            zmq_msg_init(&x);
+            more = zmq_msg_recv(&x, d->router, 0) >= 0 && zmq_msg_more(&x);
+            zmq_msg_close(&x);
+        }
+        const char *uid = zmq_msg_gets(&body, "User-Id");
+        if (zmq_msg_size(&rid) > KV_RID_MAX) {
+            d->st.errors_client++; /* kvd's ROUTER assigns ids; a longer one is not ours */
+        } else if (multipart) {
+            uint8_t rep[sizeof(struct kvp_hdr)];
+            kvp_put_hdr(rep, 0, KVP_E_MALFORMED, 0, 0);
+            d->st.errors_client++;
+            kvd_send(d, zmq_msg_data(&rid), zmq_msg_size(&rid), rep, sizeof(rep));
+        } else {
+            kvd_handle_request(d, zmq_msg_data(&rid), zmq_msg_size(&rid), uid,
+                               zmq_msg_data(&body), zmq_msg_size(&body));
+        }
+        zmq_msg_close(&rid);
+        zmq_msg_close(&body);
+    }
+}
+
+/* ZMQ_FD is edge-triggered: keep going until ZMQ_EVENTS shows nothing readable. */
+static void zsock_service(struct kvd *d, void *sock, void (*fn)(struct kvd *))
+{
+    for (;;) {
+        int ev = 0;
+        size_t sz = sizeof(ev);
+        if (zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &sz) != 0 || !(ev & ZMQ_POLLIN))
+            return;
+        fn(d);
+    }
+}
+
+/* ---- start / run / stop ---------------------------------------------------------------------- */
+
+static int make_dir(const char *path, mode_t mode)
+{
+    char tmp[KV_PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -errno;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, mode) != 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static int lock_run_dir(struct kvd *d)
+{
+    char path[KV_PATH_MAX + 16], pid[32];
+    snprintf(path, sizeof(path), "%s/kvd.lock", d->cfg.run_dir);
+    d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (d->lock_fd < 0) {
+        kv_err("cannot open %s: %s", path, strerror(errno));
+        return -errno;
+    }
+    if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int n = (int)pread(d->lock_fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        kv_err("another kvd (pid %s) is serving %s; refusing to start", n > 0 ? pid : "?",
+               d->cfg.run_dir);
+        close(d->lock_fd);
+        d->lock_fd = -1;
+        return -EADDRINUSE;
+    }
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(d->lock_fd, 0) != 0 || pwrite(d->lock_fd, pid, (size_t)n, 0) != n)
+        kv_warn("cannot write pid to %s", path);
+    return 0;
+}
+
+static int zmq_setup(struct kvd *d)
+{
+    int one = 1, zero = 0;
+    d->zctx = zmq_ctx_new();
+    if (!d->zctx)
+        return -ENOMEM;
+    /* ZAP handler first: the ROUTER's handshakes ask it */
+    d->zap = zmq_socket(d->zctx, ZMQ_REP);
+    if (!d->zap || zmq_bind(d->zap, "inproc://zeromq.zap.01") != 0)
+        goto err;
+    d->router = zmq_socket(d->zctx, ZMQ_ROUTER);
+    if (!d->router)
+        goto err;
+    zmq_setsockopt(d->router, ZMQ_ROUTER_MANDATORY, &one, sizeof(one));
+    zmq_setsockopt(d->router, ZMQ_ZAP_DOMAIN, "kvd", 3);
+    zmq_setsockopt(d->router, ZMQ_LINGER, &zero, sizeof(zero));
+    /* The lock file guarantees no other kvd serves this run dir, so a stale socket file is ours
+     * to remove; a second bind would otherwise silently steal the endpoint. */
+    unlink(d->zmq_ep + 6);
+    if (zmq_bind(d->router, d->zmq_ep) != 0)
+        goto err;
+    chmod(d->zmq_ep + 6, (mode_t)d->cfg.socket_mode);
+    d->pub = zmq_socket(d->zctx, ZMQ_PUB);
+    if (d->pub) {
+        zmq_setsockopt(d->pub, ZMQ_LINGER, &zero, sizeof(zero));
+        unlink(d->pub_ep + 6);
+        if (zmq_bind(d->pub, d->pub_ep) != 0) {
+            zmq_close(d->pub);
+            d->pub = NULL;
+        } else {
+            chmod(d->pub_ep + 6, (mode_t)d->cfg.socket_mode);
+        }
+    }
+    size_t sz = sizeof(int);
+    zmq_getsockopt(d->router, ZMQ_FD, &d->router_fd, &sz);
+    sz = sizeof(int);
+    zmq_getsockopt(d->zap, ZMQ_FD, &d->zap_fd, &sz);
+    return 0;
+err:
+    kv_err("ZeroMQ setup failed: %s", zmq_strerror(zmq_errno()));
+    return -EIO;
+}
+
+int kvd_start(struct kvd *d)
+{
+    char why[256] = "";
+    int rc, backend = 0;
+    sigset_t mask;
+
+    d->epfd = d->listen_fd = d->sig_fd = d->lock_fd = -1;
+    d->router_fd = d->zap_fd = -1;
+    if (sodium_init() < 0)
+        return -EIO;
+    if (d->cfg.client_group[0]) {
+        if (resolve_group(d->cfg.client_group, &d->client_gid) != 0) {
+            kv_err("client_group '%s' does not exist", d->cfg.client_group);
+            return -EINVAL;
+        }
+        d->have_client_gid = 1;
+    }
+    if (d->cfg.admin_group[0]) {
+        if (resolve_group(d->cfg.admin_group, &d->admin_gid) != 0) {
+            kv_err("admin_group '%s' does not exist", d->cfg.admin_group);
+            return -EINVAL;
+        }
+        d->have_admin_gid = 1;
+    }
+    const struct pol_ops *pol = pol_find(d->cfg.policy);
+    if (!pol) {
+        kv_err("unknown policy '%s' (known: %s)", d->cfg.policy, pol_names());
+        return -EINVAL;
+    }
+    if (d->cfg.max_clients == 0 || d->cfg.max_clients > 65536) {
+        kv_err("max_clients must be 1..65536");
+        return -EINVAL;
+    }
+    rc = make_dir(d->cfg.run_dir, 0750);
+    if (rc) {
+        kv_err("cannot create run_dir %s: %s", d->cfg.run_dir, strerror(-rc));
+        return rc;
+    }
+    if (d->have_client_gid && chown(d->cfg.run_dir, (uid_t)-1, d->client_gid) != 0)
+        kv_warn("cannot give %s to group %u: %s", d->cfg.run_dir, (unsigned)d->client_gid,
+                strerror(errno));
+    rc = lock_run_dir(d);
+    if (rc)
+        return rc;
+    snprintf(d->sock_path, sizeof(d->sock_path), "%s/kvd.sock", d->cfg.run_dir);
+    snprintf(d->zmq_ep, sizeof(d->zmq_ep), "ipc://%s/kvd.zmq", d->cfg.run_dir);
+    snprintf(d->pub_ep, sizeof(d->pub_ep), "ipc://%s/kvd.pub", d->cfg.run_dir);
+
+    if (!strcmp(d->cfg.backend, "host"))
+        backend = KVP_BACKEND_HOST;
+    else if (!strcmp(d->cfg.backend, "cuda"))
+        backend = KVP_BACKEND_CUDA_VMM;
+    else if (strcmp(d->cfg.backend, "auto") != 0) {
+        kv_err("unknown backend '%s' (auto, host, cuda)", d->cfg.backend);
+        return -EINVAL;
+    }
+    rc = kv_arena_create(&d->arena, backend, d->cfg.arena_size, (int)d->cfg.device, why,
+                         sizeof(why));
+    if (rc) {
+        kv_err("cannot create the arena (%llu bytes): %s", (unsigned long long)d->cfg.arena_size,
+               why[0] ? why : strerror(-rc));
+        return rc;
+    }
+    if (why[0])
+        kv_notice("%s", why); /* e.g. "no CUDA device (...); using the host arena" */
+    rc = kv_pool_init(&d->pool, d->arena.bytes, d->cfg.chunk_size, pol);
+    if (rc) {
+        kv_err("arena_size %llu / chunk_size %llu: need 1..65535 chunks of a 4 KiB multiple",
+               (unsigned long long)d->cfg.arena_size, (unsigned long long)d->cfg.chunk_size);
+        return rc;
+    }
+    d->clients = calloc(d->cfg.max_clients, sizeof(*d->clients));
+    d->waiters = calloc(d->cfg.max_waiters ? d->cfg.max_waiters : 1, sizeof(*d->waiters));
+    d->reply_cap = 2 * sizeof(struct kvp_hdr) + sizeof(struct kvp_lookup_rep) +
+                   (size_t)KVP_MAX_BATCH * sizeof(struct kvp_page) + sizeof(struct kvp_stats) + 65536;
+    d->reply = malloc(d->reply_cap);
+    if (!d->clients || !d->waiters || !d->reply)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < d->cfg.max_clients; i++)
+        d->clients[i].side_fd = d->clients[i].pidfd = -1;
+
+    d->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (d->epfd < 0)
+        return -errno;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    d->sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    rc = zmq_setup(d);
+    if (rc)
+        return rc;
+    d->listen_fd = kv_sock_listen(d->sock_path, (unsigned)d->cfg.socket_mode);
+    if (d->listen_fd < 0) {
+        kv_err("cannot listen on %s: %s", d->sock_path, strerror(-d->listen_fd));
+        return d->listen_fd;
+    }
+    if (d->have_client_gid) {
+        if (chown(d->sock_path, (uid_t)-1, d->client_gid) != 0 ||
+            chown(d->zmq_ep + 6, (uid_t)-1, d->client_gid) != 0)
+            kv_warn("cannot give the sockets to group %u: %s", (unsigned)d->client_gid,
+                    strerror(errno));
+    }
+    if (ep_add(d, d->listen_fd, EV(SRC_LISTEN, 0)) || ep_add(d, d->sig_fd, EV(SRC_SIGNAL, 0)) ||
+        ep_add(d, d->router_fd, EV(SRC_ZMQ, 0)) || ep_add(d, d->zap_fd, EV(SRC_ZAP, 0)))
+        return -errno;
+    kv_notice("serving %s: %s arena of %llu MiB in %u chunks, policy %s", d->cfg.run_dir,
+              d->arena.ops ? d->arena.ops->name : "?", (unsigned long long)(d->arena.bytes >> 20),
+              d->pool.nchunks, pol->name);
+    return 0;
+}
+
+static void check_timeouts(struct kvd *d, uint64_t now)
+{
+    for (uint32_t i = 0; i < d->cfg.max_clients; i++) {
+        struct kv_client *c = &d->clients[i];
+        if (c->state == KV_CLIENT_FREE)
+            continue;
+        if (c->state != KV_CLIENT_ATTACHED && now - c->created_ms > d->cfg.attach_timeout_ms)
+            kvd_client_gone(d, c, KV_GONE_ATTACH_TIMEOUT);
+        else if (c->state == KV_CLIENT_ATTACHED && d->cfg.heartbeat_ms &&
+                 now - c->last_seen_ms > 3 * d->cfg.heartbeat_ms)
+            kvd_client_gone(d, c, KV_GONE_HEARTBEAT);
+    }
+}
+
+static int next_timeout(struct kvd *d, uint64_t now)
+{
+    uint64_t t = 1000;
+    for (uint32_t i = 0; i < d->nwaiters; i++) {
+        uint64_t left = d->waiters[i].deadline_ms > now ? d->waiters[i].deadline_ms - now : 0;
+        if (left < t)
+            t = left;
+    }
+    return (int)t;
+}
+
+int kvd_run(struct kvd *d)
+{
+    struct epoll_event evs[64];
+    uint64_t last_check = kv_now_ms();
+
+    while (!d->stop) {
+        uint64_t now = kv_now_ms();
+        int n = epoll_wait(d->epfd, evs, 64, next_timeout(d, now));
+        if (n < 0 && errno != EINTR) {
+            kv_err("epoll_wait: %s", strerror(errno));
+            return -errno;
+        }
+        for (int i = 0; i < n; i++) {
+            uint32_t tag = (uint32_t)(evs[i].data.u64 >> 32), slot = (uint32_t)evs[i].data.u64;
+            struct kv_client *c = slot < d->cfg.max_clients ? &d->clients[slot] : NULL;
+            switch (tag) {
+            case SRC_ZMQ: break; /* serviced below, every iteration */
+            case SRC_ZAP: break;
+            case SRC_LISTEN: side_accept(d); break;
+            case SRC_SIDE:
+                if (c && c->state != KV_CLIENT_FREE)
+                    side_readable(d, c);
+                break;
+            case SRC_PIDFD:
+                if (c && c->state != KV_CLIENT_FREE)
+                    kvd_client_gone(d, c, KV_GONE_PIDFD);
+                break;
+            case SRC_SIGNAL: {
+                struct signalfd_siginfo si;
+                while (read(d->sig_fd, &si, sizeof(si)) == sizeof(si)) {
+                    if (si.ssi_signo == SIGHUP)
+                        d->reload = 1;
+                    else
+                        d->stop = 1;
+                }
+                break;
+            }
+            }
+        }
+        zsock_service(d, d->zap, zap_handle);
+        zsock_service(d, d->router, router_drain);
+        now = kv_now_ms();
+        if (d->nwaiters)
+            kvd_eval_waiters(d, now);
+        if (now - last_check >= 200) {
+            check_timeouts(d, now);
+            last_check = now;
+        }
+        if (d->reload) {
+            d->reload = 0;
+            kv_notice("SIGHUP: nothing to reload yet besides the log level");
+        }
+    }
+    kv_notice("stopping");
+    return 0;
+}
+
+void kvd_stop(struct kvd *d)
+{
+    for (uint32_t i = 0; d->clients && i < d->cfg.max_clients; i++)
+        if (d->clients[i].state != KV_CLIENT_FREE)
+            kvd_client_gone(d, &d->clients[i], KV_GONE_SHUTDOWN);
+    if (d->router)
+        zmq_close(d->router);
+    if (d->pub)
+        zmq_close(d->pub);
+    if (d->zap)
+        zmq_close(d->zap);
+    if (d->zctx)
+        zmq_ctx_term(d->zctx);
+    if (d->listen_fd >= 0) {
+        close(d->listen_fd);
+        unlink(d->sock_path);
+    }
+    if (d->zmq_ep[0])
+        unlink(d->zmq_ep + 6);
+    if (d->pub_ep[0])
+        unlink(d->pub_ep + 6);
+    for (uint32_t i = 0; i < d->nwaiters; i++)
+        kv_free(d->waiters[i].frame);
+    kv_pool_free(&d->pool);
+    kv_arena_close(&d->arena);
+    free(d->clients);
+    free(d->waiters);
+    free(d->reply);
+    if (d->sig_fd >= 0)
+        close(d->sig_fd);
+    if (d->epfd >= 0)
+        close(d->epfd);
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);
+}

@@ -1,0 +1,105 @@
+/*
+ * server.h - the daemon: one single-threaded epoll loop owns the arena, the pool, the clients and
+ * the ZeroMQ sockets. Nothing here is thread-safe; nothing needs to be.
+ *
+ * Event sources (epoll data = tag << 32 | slot):
+ *   ZMQ     ROUTER request socket (ZMQ_FD, edge-triggered: drained until ZMQ_EVENTS has no POLLIN,
+ *           again after every send)
+ *   ZAP     inproc ZAP handler (REP): checks the uid/gid of every new ZeroMQ peer, names it by pid
+ *   LISTEN  side-channel listening socket
+ *   SIDE    a client's side-channel socket: closing = the client is gone
+ *   PIDFD   a client's pidfd: readable = the process exited (forked children do not keep it open)
+ *   SIGNAL  signalfd: SIGTERM/SIGINT stop, SIGHUP reloads
+ */
+#ifndef KVD_SERVER_H
+#define KVD_SERVER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "arena.h"
+#include "config.h"
+#include "leases.h"
+#include "pool.h"
+#include "proto.h"
+#include "sock.h"
+
+#define KV_RID_MAX 64 /* ZeroMQ routing ids kvd accepts (libzmq's own are 5 bytes) */
+
+enum kv_client_state { KV_CLIENT_FREE = 0, KV_CLIENT_HELLO, KV_CLIENT_WELCOMED, KV_CLIENT_ATTACHED };
+
+enum kv_release_why { KV_GONE_DETACH, KV_GONE_SIDECHANNEL, KV_GONE_PIDFD, KV_GONE_HEARTBEAT,
+                      KV_GONE_ATTACH_TIMEOUT, KV_GONE_SHUTDOWN };
+
+struct kv_client {
+    uint32_t id;             /* unique for the daemon's life; 0 in a free slot */
+    uint8_t state;           /* enum kv_client_state */
+    uint8_t admin;           /* may run admin operations */
+    int side_fd;             /* side channel, -1 if none */
+    int pidfd;               /* -1 if the peer's pid is unknown (heartbeats only) */
+    struct kv_peer peer;     /* from SO_PEERCRED */
+    uint8_t token[16];       /* attach token sent in the welcome */
+    uint8_t rid[KV_RID_MAX]; /* ZeroMQ routing id, once attached */
+    uint8_t rid_len;
+    struct kv_ns *ns;        /* once attached */
+    uint64_t created_ms;
+    uint64_t last_seen_ms;
+    struct kv_leases leases;
+    uint64_t requests;
+};
+
+struct kv_waiter {
+    uint32_t client_id;
+    uint32_t slot;
+    uint64_t deadline_ms;
+    uint8_t *frame;          /* copy of the LOOKUP request */
+    size_t frame_len;
+};
+
+struct kvd {
+    struct kv_config cfg;
+    struct kv_arena arena;
+    struct kv_pool pool;
+    struct kvp_stats st;
+    int epfd, listen_fd, sig_fd, lock_fd;
+    void *zctx, *router, *zap, *pub;
+    int router_fd, zap_fd;
+    struct kv_client *clients; /* cfg.max_clients slots */
+    uint32_t nclients;
+    uint32_t next_client_id;
+    struct kv_waiter *waiters;
+    uint32_t nwaiters;
+    uint64_t pool_gen;       /* bumped when a pending page commits or goes away */
+    uint64_t waiters_gen;    /* pool_gen when the waiters were last evaluated */
+    gid_t client_gid, admin_gid;
+    int have_client_gid, have_admin_gid;
+    int stop, reload;
+    uint8_t *reply;          /* reply buffer, reply_cap bytes */
+    size_t reply_cap;
+    char sock_path[KV_PATH_MAX + 16], zmq_ep[KV_PATH_MAX + 32], pub_ep[KV_PATH_MAX + 32];
+};
+
+/* Monotonic milliseconds. */
+uint64_t kv_now_ms(void);
+
+/* Start: lock the run dir, create the arena, bind sockets. 0 or -errno with a logged reason. */
+int kvd_start(struct kvd *d);
+/* Serve until SIGTERM/SIGINT. */
+int kvd_run(struct kvd *d);
+/* Release everything. */
+void kvd_stop(struct kvd *d);
+
+/* ops.c: handle one request frame from routing id rid. Sends the reply (or parks a waiter). */
+void kvd_handle_request(struct kvd *d, const uint8_t *rid, size_t rid_len, const char *user_id,
+                        const uint8_t *frame, size_t len);
+/* ops.c: re-run parked lookups whose page committed or whose deadline passed. */
+void kvd_eval_waiters(struct kvd *d, uint64_t now);
+/* server.c: send a reply frame to rid. */
+void kvd_send(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf, size_t len);
+/* server.c: drop a client and all its leases, attributing the release. */
+void kvd_client_gone(struct kvd *d, struct kv_client *c, enum kv_release_why why);
+/* server.c: publish an event (a hint; subscribers may miss it). */
+void kvd_publish(struct kvd *d, const char *topic, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
