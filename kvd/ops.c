@@ -10,7 +10,6 @@
 #include <sodium.h>
 
 #include "log.h"
-#include "mem.h"
 #include "server.h"
 
 struct req {
@@ -436,52 +435,6 @@ static void op_stats(struct req *r)
     reply_body(r, 0, sizeof(d->st));
 }
 
-static void op_admin(struct req *r)
-{
-    struct kvd *d = r->d;
-    uint32_t sub;
-    char why[200];
-
-    if (r->m.body_len < 4) {
-        reply_status(r, KVP_E_MALFORMED);
-        return;
-    }
-    memcpy(&sub, r->m.body, 4);
-    if (!r->c->admin) {
-        reply_status(r, KVP_E_PERM);
-        return;
-    }
-    switch (sub) {
-    case KVP_ADMIN_CHECK: {
-        int rc = kv_pool_check(&d->pool, why, sizeof(why));
-        if (rc) {
-            kv_err("pool check failed: %s", why);
-            reply_status(r, KVP_E_INTERNAL);
-            return;
-        }
-        reply_status(r, KVP_OK);
-        return;
-    }
-    case KVP_ADMIN_FAULT: {
-        int32_t n;
-        if (!d->cfg.fault_injection) {
-            reply_status(r, KVP_E_PERM);
-            return;
-        }
-        if (r->m.body_len < 8) {
-            reply_status(r, KVP_E_MALFORMED);
-            return;
-        }
-        memcpy(&n, r->m.body + 4, 4);
-        reply_status(r, KVP_OK); /* reply first: the reply path must not consume the budget */
-        kv_mem_fail_after(n);
-        return;
-    }
-    default:
-        reply_status(r, KVP_E_OP);
-    }
-}
-
 /* ---- dispatch -------------------------------------------------------------------------------- */
 
 void kvd_handle_request(struct kvd *d, const uint8_t *rid, size_t rid_len, const char *user_id,
@@ -518,7 +471,7 @@ void kvd_handle_request(struct kvd *d, const uint8_t *rid, size_t rid_len, const
     case KVP_OP_RELEASE: op_release(&r); break;
     case KVP_OP_SCORES: op_scores(&r); break;
     case KVP_OP_STATS: op_stats(&r); break;
-    case KVP_OP_ADMIN: op_admin(&r); break;
+    case KVP_OP_ADMIN: kvd_admin_request(d, r.c, &r.m, rid, rid_len); break;
     case KVP_OP_DETACH:
         reply_status(&r, KVP_OK);
         kvd_client_gone(d, r.c, KV_GONE_DETACH);

@@ -94,6 +94,9 @@ void kvd_handle_request(struct kvd *d, const uint8_t *rid, size_t rid_len, const
                         const uint8_t *frame, size_t len);
 /* ops.c: re-run parked lookups whose page committed or whose deadline passed. */
 void kvd_eval_waiters(struct kvd *d, uint64_t now);
+/* admin.c: handle an ADMIN request from attached client c. */
+void kvd_admin_request(struct kvd *d, struct kv_client *c, const struct kvp_msg *m,
+                       const uint8_t *rid, size_t rid_len);
 /* server.c: send a reply frame to rid. */
 void kvd_send(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf, size_t len);
 /* server.c: drop a client and all its leases, attributing the release. */
