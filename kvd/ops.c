@@ -10,6 +10,7 @@
 #include <sodium.h>
 
 #include "log.h"
+#include "mem.h"
 #include "server.h"
 
 struct req {
