@@ -39,6 +39,9 @@
       "group allowed to run admin operations (evict, policy set); empty: only kvd's uid and root") \
     X("socket_mode", UINT, socket_mode, "0660", "mode of the sockets (octal)")                     \
     X("log_level", STR, log_level, "info", "error, warning, notice, info or debug")                \
+    X("metrics_listen", STR, metrics_listen, "127.0.0.1:9477",                                    \
+      "address:port of the Prometheus metrics endpoint (HTTP); port 0 picks a free port; "        \
+      "empty disables it")                                                                         \
     X("fault_injection", BOOL, fault_injection, "false",                                           \
       "allow tests to inject allocation failures through the admin protocol (never in production)")
 
@@ -58,6 +61,7 @@ struct kv_config {
     char admin_group[KV_PATH_MAX];
     uint64_t socket_mode;
     char log_level[KV_PATH_MAX];
+    char metrics_listen[KV_PATH_MAX];
     uint64_t fault_injection;
 };
 

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -420,26 +421,15 @@ static void op_scores(struct req *r)
 static void op_stats(struct req *r)
 {
     struct kvd *d = r->d;
-    struct kv_pool_counts pc;
-    kv_pool_counts(&d->pool, &pc);
-    d->st.clients = d->nclients;
-    d->st.namespaces = d->pool.n_ns;
-    d->st.pages_total = pc.pages_total;
-    d->st.pages_free = pc.pages_free;
-    d->st.pages_writing = pc.pages_writing;
-    d->st.pages_committed = pc.pages_committed;
-    d->st.pages_pinned = pc.pages_pinned;
-    d->st.chunks_total = d->pool.nchunks;
-    d->st.chunks_used = pc.chunks_used;
-    d->st.evictions = d->pool.evictions;
+    kvd_stats_refresh(d);
     memcpy(body_out(d), &d->st, sizeof(d->st));
     reply_body(r, 0, sizeof(d->st));
 }
 
 /* ---- dispatch -------------------------------------------------------------------------------- */
 
-void kvd_handle_request(struct kvd *d, const uint8_t *rid, size_t rid_len, const char *user_id,
-                        const uint8_t *frame, size_t len)
+static void dispatch(struct kvd *d, const uint8_t *rid, size_t rid_len, const char *user_id,
+                     const uint8_t *frame, size_t len)
 {
     struct req r = {.d = d, .rid = rid, .rid_len = rid_len};
     int st;
@@ -479,4 +469,22 @@ void kvd_handle_request(struct kvd *d, const uint8_t *rid, size_t rid_len, const
         break;
     default: reply_status(&r, KVP_E_OP); break;
     }
+}
+
+static const uint64_t lat_bounds_us[KVD_LAT_NBOUNDS] = {KVD_LAT_BOUNDS_US};
+
+void kvd_handle_request(struct kvd *d, const uint8_t *rid, size_t rid_len, const char *user_id,
+                        const uint8_t *frame, size_t len)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    dispatch(d, rid, rid_len, user_id, frame, len);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    uint64_t us = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000 +
+                  (uint64_t)((t1.tv_nsec - t0.tv_nsec) / 1000);
+    unsigned b = 0;
+    while (b < KVD_LAT_NBOUNDS && us > lat_bounds_us[b])
+        b++;
+    d->lat_count[b]++;
+    d->lat_sum_s += (double)us * 1e-6;
 }

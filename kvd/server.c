@@ -26,7 +26,7 @@
 #include "log.h"
 #include "mem.h"
 
-enum { SRC_ZMQ = 1, SRC_ZAP, SRC_LISTEN, SRC_SIDE, SRC_PIDFD, SRC_SIGNAL };
+enum { SRC_ZMQ = 1, SRC_ZAP, SRC_LISTEN, SRC_SIDE, SRC_PIDFD, SRC_SIGNAL, SRC_METRICS };
 
 #define EV(tag, slot) (((uint64_t)(tag) << 32) | (uint32_t)(slot))
 
@@ -492,7 +492,7 @@ int kvd_start(struct kvd *d)
     sigset_t mask;
 
     d->epfd = d->listen_fd = d->sig_fd = d->lock_fd = -1;
-    d->router_fd = d->zap_fd = -1;
+    d->router_fd = d->zap_fd = d->metrics_fd = -1;
     if (sodium_init() < 0)
         return -EIO;
     if (d->cfg.client_group[0]) {
@@ -541,6 +541,9 @@ int kvd_start(struct kvd *d)
         kv_err("unknown backend '%s' (auto, host, cuda)", d->cfg.backend);
         return -EINVAL;
     }
+    /* populating a large arena takes a while: ask systemd for time (about 1 s per GiB) */
+    kvd_notify_status(d, "populating a %llu MiB arena", (unsigned long long)(d->cfg.arena_size >> 20));
+    kvd_notify_extend(d, 10000000ull + (d->cfg.arena_size >> 30) * 1000000ull);
     rc = kv_arena_create(&d->arena, backend, d->cfg.arena_size, (int)d->cfg.device, why,
                          sizeof(why));
     if (rc) {
@@ -593,6 +596,16 @@ int kvd_start(struct kvd *d)
     if (ep_add(d, d->listen_fd, EV(SRC_LISTEN, 0)) || ep_add(d, d->sig_fd, EV(SRC_SIGNAL, 0)) ||
         ep_add(d, d->router_fd, EV(SRC_ZMQ, 0)) || ep_add(d, d->zap_fd, EV(SRC_ZAP, 0)))
         return -errno;
+    d->metrics_fd = -1;
+    if (d->cfg.metrics_listen[0]) {
+        rc = kvd_metrics_open(d);
+        if (rc)
+            kv_warn("metrics endpoint %s unavailable: %s; serving without it",
+                    d->cfg.metrics_listen, strerror(-rc));
+        else if (d->metrics_fd >= 0 && ep_add(d, d->metrics_fd, EV(SRC_METRICS, 0)) != 0)
+            kv_warn("cannot poll the metrics endpoint: %s", strerror(errno));
+    }
+    kvd_notify_ready(d);
     kv_notice("serving %s: %s arena of %llu MiB in %u chunks, policy %s", d->cfg.run_dir,
               d->arena.ops ? d->arena.ops->name : "?", (unsigned long long)(d->arena.bytes >> 20),
               d->pool.nchunks, pol->name);
@@ -631,7 +644,11 @@ int kvd_run(struct kvd *d)
 
     while (!d->stop) {
         uint64_t now = kv_now_ms();
-        int n = epoll_wait(d->epfd, evs, 64, next_timeout(d, now));
+        int timeout = next_timeout(d, now);
+        uint64_t wd = kvd_notify_tick(d, now);
+        if ((uint64_t)timeout > wd)
+            timeout = (int)wd;
+        int n = epoll_wait(d->epfd, evs, 64, timeout);
         if (n < 0 && errno != EINTR) {
             kv_err("epoll_wait: %s", strerror(errno));
             return -errno;
@@ -642,6 +659,7 @@ int kvd_run(struct kvd *d)
             switch (tag) {
             case SRC_ZMQ: break; /* serviced below, every iteration */
             case SRC_ZAP: break;
+            case SRC_METRICS: kvd_metrics_service(d); break;
             case SRC_LISTEN: side_accept(d); break;
             case SRC_SIDE:
                 if (c && c->state != KV_CLIENT_FREE)
@@ -677,12 +695,14 @@ int kvd_run(struct kvd *d)
             kv_notice("SIGHUP: nothing to reload yet besides the log level");
         }
     }
+    kvd_notify_stopping(d);
     kv_notice("stopping");
     return 0;
 }
 
 void kvd_stop(struct kvd *d)
 {
+    kvd_metrics_close(d);
     for (uint32_t i = 0; d->clients && i < d->cfg.max_clients; i++)
         if (d->clients[i].state != KV_CLIENT_FREE)
             kvd_client_gone(d, &d->clients[i], KV_GONE_SHUTDOWN);

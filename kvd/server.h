@@ -76,8 +76,39 @@ struct kvd {
     int stop, reload;
     uint8_t *reply;          /* reply buffer, reply_cap bytes */
     size_t reply_cap;
+    /* request latency histogram (ops.c), upper bounds in KVD_LAT_BOUNDS_US, last = +Inf */
+    uint64_t lat_count[16];
+    double lat_sum_s;
+    /* metrics endpoint (metrics.c) */
+    void *mhd;
+    int metrics_fd;          /* fd to poll for the metrics server, -1 when disabled */
+    unsigned metrics_port;   /* bound port */
+    /* systemd (notify.c) */
+    uint64_t watchdog_ms;    /* WATCHDOG_USEC / 1000, 0 when no watchdog */
+    uint64_t last_watchdog_ms;
     char sock_path[KV_PATH_MAX + 16], zmq_ep[KV_PATH_MAX + 32], pub_ep[KV_PATH_MAX + 32];
 };
+
+#define KVD_LAT_BOUNDS_US 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000
+#define KVD_LAT_NBOUNDS 12
+
+/* metrics.c: start the Prometheus endpoint (cfg.metrics_listen); 0, or -errno (kvd logs and
+ * goes on without metrics). Sets metrics_fd for the event loop. */
+int kvd_metrics_open(struct kvd *d);
+/* metrics.c: serve pending HTTP work; called when metrics_fd is readable. */
+void kvd_metrics_service(struct kvd *d);
+void kvd_metrics_close(struct kvd *d);
+/* metrics.c: refresh d->st from the pool (also used by STATS). */
+void kvd_stats_refresh(struct kvd *d);
+
+/* notify.c: sd_notify when NOTIFY_SOCKET is set; no-ops otherwise. */
+void kvd_notify_ready(struct kvd *d);
+void kvd_notify_status(struct kvd *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void kvd_notify_extend(struct kvd *d, uint64_t usec);
+void kvd_notify_stopping(struct kvd *d);
+/* notify.c: send WATCHDOG=1 when half the interval has passed; returns ms until the next one
+ * (or 1000 without a watchdog). */
+uint64_t kvd_notify_tick(struct kvd *d, uint64_t now_ms);
 
 /* Monotonic milliseconds. */
 uint64_t kv_now_ms(void);
