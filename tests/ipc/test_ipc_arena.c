@@ -179,7 +179,7 @@ Test(arena_host, import_rejects_unsealed)
 {
     struct kv_arena b = {0};
     struct kvp_welcome w;
-    char why[256] = "", path[] = "/tmp/kvipc-arena-XXXXXX";
+    char why[256] = "", path[64] = "/tmp/kvipc-arena-XXXXXX";
     int fd;
 
     memset(&w, 0, sizeof(w));
