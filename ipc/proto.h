@@ -168,6 +168,8 @@ struct kvp_page {
 _Static_assert(sizeof(struct kvp_page) == 16, "wire struct");
 #define KVP_PAGE_DEDUP   1u /* COMMIT: another client committed this hash first; use this page */
 #define KVP_PAGE_DEMOTED 2u /* page came back from the spill tier converted from FP8 */
+#define KVP_PAGE_BUSY    4u /* ALLOC with hashes: another client already writes (or committed)
+                             * this hash; release the page and LOOKUP with WAIT instead */
 
 /* LOOKUP request: kvp_lookup, then count hashes of KVP_HASH_BYTES (the chain, first block first). */
 struct kvp_lookup {

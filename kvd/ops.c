@@ -269,10 +269,12 @@ static void op_alloc(struct req *r)
         return;
     }
     for (uint32_t i = 0; i < n; i++) {
+        int flags = 0;
         kv_leases_add(&c->leases, pages[i]->id);
-        if (r->m.u.alloc.flags & KVP_ALLOC_HASHES)
-            kv_pool_set_pending(&d->pool, pages[i], r->m.elems + (size_t)i * 16);
-        put_page(body_out(d) + (size_t)i * sizeof(struct kvp_page), &d->pool, pages[i], 0);
+        if ((r->m.u.alloc.flags & KVP_ALLOC_HASHES) &&
+            kv_pool_set_pending(&d->pool, pages[i], r->m.elems + (size_t)i * 16) == -EEXIST)
+            flags = KVP_PAGE_BUSY; /* someone else writes or wrote it: tell the caller to wait */
+        put_page(body_out(d) + (size_t)i * sizeof(struct kvp_page), &d->pool, pages[i], flags);
     }
     kv_free(pages);
     d->st.allocs += n;

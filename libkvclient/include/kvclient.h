@@ -118,6 +118,9 @@ struct kvc_page {
 };
 #define KVC_PAGE_DEDUP   1u /* commit: another client committed this hash first; use this page */
 #define KVC_PAGE_DEMOTED 2u /* page came back from the spill tier converted to FP8 */
+#define KVC_PAGE_BUSY    4u /* alloc with hashes: another client already writes (or has committed)
+                             * this hash. Release the page and kvc_lookup() with KVC_LOOKUP_WAIT:
+                             * N workers starting on one prompt then compute each page once. */
 
 /* One page to commit. parent is the hash of the previous block (all zero for block 0). */
 struct kvc_commit {
