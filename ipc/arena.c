@@ -50,6 +50,8 @@ static int arena_create_with(struct kv_arena *a, const struct kv_arena_ops *ops,
     ret = ops->create(a, bytes, device, why, whylen);
     if (ret < 0)
         arena_reset(a);
+    else if (why != NULL && whylen > 0)
+        why[0] = '\0'; /* `why` explains failures and fallbacks only */
     return ret;
 }
 
@@ -130,6 +132,8 @@ int kv_arena_import(struct kv_arena *a, const struct kvp_welcome *w, int fd, cha
         arena_reset(a);
         goto err_close_fd;
     }
+    if (why != NULL && whylen > 0)
+        why[0] = '\0';
     return 0;
 
 err_close_fd:

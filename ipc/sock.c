@@ -54,7 +54,8 @@ int kv_sock_send(int sock, const void *buf, size_t len, int fd)
 ssize_t kv_sock_recv(int sock, void *buf, size_t len, int *fd)
 {
     union {
-        char buf[CMSG_SPACE(sizeof(int) * KV_SOCK_MAX_FDS)];
+        /* room for the fds and for SCM_CREDENTIALS, should the caller have set SO_PASSCRED */
+        char buf[CMSG_SPACE(sizeof(int) * KV_SOCK_MAX_FDS) + CMSG_SPACE(sizeof(struct ucred))];
         struct cmsghdr align;
     } ctl;
     struct iovec iov = {.iov_base = buf, .iov_len = len};
@@ -198,7 +199,9 @@ static int sock_clear_stale(const struct sockaddr_un *sa)
         close(s);
         return -EADDRINUSE;
     }
-    if (s != -ECONNREFUSED && s != -ENOENT && s != -EPROTOTYPE)
+    if (s == -EPROTOTYPE)
+        return -EADDRINUSE; /* someone's stream or datagram socket: not ours to remove */
+    if (s != -ECONNREFUSED && s != -ENOENT)
         return s;
     if (unlink(sa->sun_path) < 0 && errno != ENOENT)
         return -errno;

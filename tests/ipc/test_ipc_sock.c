@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -222,6 +223,19 @@ Test(sock, listen_life_cycle)
     close(fd);
     cr_assert_eq(kv_sock_listen(file, 0600), -EEXIST, "never unlinks a non-socket");
     cr_assert_eq(stat(file, &stt), 0);
+
+    /* A live socket of another type at the path belongs to someone else: left alone. */
+    {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        int st = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/stream.sock", dir);
+        cr_assert_eq(bind(st, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        cr_assert_eq(listen(st, 1), 0);
+        cr_assert_eq(kv_sock_listen(sa.sun_path, 0600), -EADDRINUSE);
+        cr_assert_eq(stat(sa.sun_path, &stt), 0);
+        close(st);
+    }
 }
 
 Test(sock, connect_errors)
