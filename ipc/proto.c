@@ -376,10 +376,12 @@ int kvp_decode_reply(const void *buf, size_t len, struct kvp_msg *msg)
         return KVP_E_MALFORMED;
     if (msg->hdr.version != KVP_VERSION)
         return KVP_E_VERSION;
+    /* Error replies first: kvd echoes the request's op, which may be the unknown op it refuses.
+     * Their body is optional and not interpreted. */
+    if (msg->hdr.status != KVP_OK)
+        return msg->hdr.status;
     if (msg->hdr.op < 1 || msg->hdr.op > KVP_OP_MAX)
         return KVP_E_MALFORMED;
-    if (msg->hdr.status != KVP_OK)
-        return msg->hdr.status; /* error replies: body is optional and not interpreted */
 
     switch (msg->hdr.op) {
     case KVP_OP_ATTACH:

@@ -590,6 +590,10 @@ Test(proto_reply, error_status_is_returned)
     cr_assert_eq(m.hdr.seq, 41);
     cr_assert_eq(kvp_decode_reply(frame, put_rep(KVP_OP_ATTACH, KVP_E_BAD_TOKEN, 1, 0, "x", 1), &m),
                  KVP_E_BAD_TOKEN);
+    /* the reply to an unknown op echoes that op */
+    cr_assert_eq(kvp_decode_reply(frame, put_rep(200, KVP_E_OP, 2, 0, NULL, 0), &m), KVP_E_OP);
+    cr_assert_eq(kvp_decode_reply(frame, put_rep(0, KVP_E_MALFORMED, 0, 0, NULL, 0), &m),
+                 KVP_E_MALFORMED);
 }
 
 Test(proto_reply, malformed)
