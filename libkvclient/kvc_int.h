@@ -71,6 +71,13 @@ struct kvc {
     uint32_t n_done;
     struct kvc_slot slots[KVC_MAX_INFLIGHT];
 
+    /* the synchronous kvc_admin call in progress (at most one: calls on a handle are serial) */
+    uint32_t adm_sub;
+    const void *adm_arg;
+    size_t adm_arg_len;
+    void *adm_out;
+    size_t adm_cap, adm_len;
+
     struct kvc *reg_next; /* registry of open handles, for the fork handler */
 };
 

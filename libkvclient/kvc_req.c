@@ -41,7 +41,8 @@ _Static_assert(KVC_LOOKUP_PIN == KVP_LOOKUP_PIN && KVC_LOOKUP_WAIT == KVP_LOOKUP
                    (int)KVC_NEXT_PENDING == (int)KVP_NEXT_PENDING &&
                    (int)KVC_NEXT_MISS == (int)KVP_NEXT_MISS,
                "public lookup flags");
-_Static_assert(KVC_PAGE_DEDUP == KVP_PAGE_DEDUP && KVC_PAGE_DEMOTED == KVP_PAGE_DEMOTED,
+_Static_assert(KVC_PAGE_DEDUP == KVP_PAGE_DEDUP && KVC_PAGE_DEMOTED == KVP_PAGE_DEMOTED &&
+                   KVC_PAGE_BUSY == KVP_PAGE_BUSY,
                "public page flags");
 _Static_assert((KVC_MAX_INFLIGHT & (KVC_MAX_INFLIGHT - 1)) == 0, "slot index is seq & mask");
 
@@ -67,6 +68,8 @@ static long req_len(const struct kvc *c, const struct kvc_req *r)
         return (long)HDR;
     case KVP_OP_STATS:
         return r->stats ? (long)HDR : -EINVAL;
+    case KVP_OP_ADMIN:
+        return (long)(HDR + sizeof(uint32_t) + c->adm_arg_len);
     case KVP_OP_LOOKUP:
         if (!r->hashes || !r->pages || r->count == 0 ||
             (r->flags & ~(KVC_LOOKUP_PIN | KVC_LOOKUP_WAIT)) || r->wait_ms > KVP_MAX_WAIT_MS)
@@ -165,6 +168,12 @@ static void req_encode(const struct kvc *c, const struct kvc_req *r, uint32_t se
             memcpy(b, s->mass, (size_t)s->ntok * sizeof(float));
             b += (size_t)s->ntok * sizeof(float);
         }
+        break;
+    case KVP_OP_ADMIN:
+        kvp_put_hdr(p, r->op, 0, seq, 0);
+        memcpy(b, &c->adm_sub, sizeof(uint32_t));
+        if (c->adm_arg_len)
+            memcpy(b + sizeof(uint32_t), c->adm_arg, c->adm_arg_len);
         break;
     default: /* header-only ops */
         break;
@@ -334,6 +343,12 @@ static int reply_fill(struct kvc *c, struct kvc_slot *s, const struct kvp_msg *m
     case KVP_OP_STATS:
         memcpy(r->stats, &m->u.stats, sizeof(*r->stats));
         return 0;
+    case KVP_OP_ADMIN:
+        c->adm_len = m->body_len;
+        r->n_out = m->hdr.count;
+        if (c->adm_out)
+            memcpy(c->adm_out, m->body, m->body_len < c->adm_cap ? m->body_len : c->adm_cap);
+        return m->body_len > c->adm_cap ? -EMSGSIZE : 0;
     default:
         return 0;
     }
@@ -562,6 +577,34 @@ KVC_API int kvc_ping(struct kvc *c)
     struct kvc_req r = {.op = KVP_OP_PING};
 
     return call(c, &r, 0);
+}
+
+KVC_API int kvc_admin(struct kvc *c, uint32_t sub, const void *arg, size_t arg_len, void *out,
+                      size_t cap, size_t *out_len, uint32_t *count)
+{
+    struct kvc_req r = {.op = KVP_OP_ADMIN};
+    int rc;
+
+    if (c == NULL || (arg == NULL && arg_len) || (out == NULL && cap))
+        return -EINVAL;
+    if (arg_len > KVP_ADMIN_MAX_ARG)
+        return -E2BIG;
+    c->adm_sub = sub;
+    c->adm_arg = arg;
+    c->adm_arg_len = arg_len;
+    c->adm_out = out;
+    c->adm_cap = cap;
+    c->adm_len = 0;
+    rc = call(c, &r, 0);
+    c->adm_arg = c->adm_out = NULL; /* a late reply to an abandoned call must not write */
+    c->adm_cap = 0;
+    if (rc == 0 || rc == -EMSGSIZE) {
+        if (out_len)
+            *out_len = c->adm_len;
+        if (count)
+            *count = r.n_out;
+    }
+    return rc;
 }
 
 KVC_API int kvc_submit(struct kvc *c, struct kvc_req *r)

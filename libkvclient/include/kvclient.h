@@ -118,9 +118,13 @@ struct kvc_page {
 };
 #define KVC_PAGE_DEDUP   1u /* commit: another client committed this hash first; use this page */
 #define KVC_PAGE_DEMOTED 2u /* page came back from the spill tier converted to FP8 */
-#define KVC_PAGE_BUSY    4u /* alloc with hashes: another client already writes (or has committed)
-                             * this hash. Release the page and kvc_lookup() with KVC_LOOKUP_WAIT:
-                             * N workers starting on one prompt then compute each page once. */
+#define KVC_PAGE_BUSY                                                                              \
+    4u /* alloc with hashes: another client already writes (or committed)                          \
+        * this hash; release the page and kvc_lookup with WAIT instead */
+#define KVC_PAGE_BUSY                                                                              \
+    4u /* alloc with hashes: another client already writes (or has committed)                      \
+        * this hash. Release the page and kvc_lookup() with KVC_LOOKUP_WAIT:                       \
+        * N workers starting on one prompt then compute each page once. */
 
 /* One page to commit. parent is the hash of the previous block (all zero for block 0). */
 struct kvc_commit {
@@ -257,7 +261,9 @@ KVC_API int kvc_lookup(struct kvc *c, const struct kvc_hash *chain, uint32_t n, 
 
 /* Allocate n fresh pages under write leases, all or nothing. hashes (NULL or n entries) are the
  * hashes the pages will hold: other clients' waiting lookups then see them as pending. pages gets n
- * entries. Errors: -ENOSPC (pool full, every page pinned), -E2BIG, the common ones. */
+ * entries; a page flagged KVC_PAGE_BUSY means another client already writes (or wrote) that hash:
+ * release it and wait for theirs with kvc_lookup(KVC_LOOKUP_WAIT) rather than computing it twice.
+ * Errors: -ENOSPC (pool full, every page pinned), -E2BIG, the common ones. */
 KVC_API int kvc_alloc(struct kvc *c, uint32_t n, const struct kvc_hash *hashes,
                       struct kvc_page *pages);
 
@@ -284,6 +290,15 @@ KVC_API int kvc_stats(struct kvc *c, struct kvc_stats *out);
 
 /* One empty round trip (heartbeat). */
 KVC_API int kvc_ping(struct kvc *c);
+
+/* Run kvd admin sub-command `sub` (kvd's ipc/proto.h, enum kvp_admin; kvctl's protocol) with an
+ * argument of arg_len <= 256 bytes. The reply body is copied into out (cap bytes); *out_len gets
+ * its full length and *count the reply's entry count (either may be NULL). Read-only sub-commands
+ * work for every attached client, changing ones need kvd's admin group.
+ * Errors: -EMSGSIZE (body longer than cap: out holds the first cap bytes, *out_len the length),
+ * -EPERM (not an admin), -EOPNOTSUPP (unknown sub-command), -ENOENT, -E2BIG, the common ones. */
+KVC_API int kvc_admin(struct kvc *c, uint32_t sub, const void *arg, size_t arg_len, void *out,
+                      size_t cap, size_t *out_len, uint32_t *count);
 
 /* ---- asynchronous requests ------------------------------------------------------------------ */
 /* Keep many requests in flight: kvc_submit() sends and returns at once; kvc_complete() hands back
