@@ -1,0 +1,647 @@
+/*
+ * attn_avx2.c - AVX2+F16C+FMA attention kernels that read segment bytes in place (no dequantized
+ * copy of a page or chunk): each 16-channel slice of a key or value row is decoded into two
+ * registers and used at once. Compiled with target attributes; attn_cpu.c selects this tier only
+ * when the CPU reports avx2, f16c and fma, so one binary runs everywhere.
+ *
+ * Decoding tricks (exact, so the only difference from kv_quant's decoder is summation order):
+ *  - FP8 E5M2 is the high byte of an IEEE binary16: h = code << 8, then vcvtph2ps.
+ *  - FP8 E4M3: h = (sext16(code) << 7) & 0xBF80 puts sign, 4 exponent and 3 mantissa bits into a
+ *    binary16 whose value is code_value * 2^-8 (normals and subnormals alike; exponent bias 15 vs
+ *    7). The 2^8 is folded into the per-token scale, which is a power-of-two change: no rounding.
+ *    NaN codes (0x7f, 0xff; the quantizer writes them only for NaN inputs) decode to +-480, not
+ * NaN.
+ *  - Per-token scales multiply the reduced dot product (keys) or the probability (values), once
+ *    per token instead of once per element.
+ *  - INT4/KIVI codes: broadcast one 32-bit word, shift lanes by 0,4,..,28 (2-bit: 0,2,..,14 +
+ *    16 for the upper half), mask. Asymmetric groups: sum(q*(c*s+m)) = s*sum(q*c) + m*sum(q).
+ *  - KIVI keys (scale/min per channel over G tokens): q' = q*s per channel and sum(q*m) are
+ *    formed once per token group, so each key row costs one dot product with its raw codes.
+ */
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "attn_impl.h"
+
+#define TGT    __attribute__((target("avx2,f16c,fma")))
+#define INLINE static inline __attribute__((always_inline)) TGT
+
+/* Work-buffer layout of the dot kernels (ATTN_CHUNK * d floats, d >= 32, so >= 2048 floats). */
+#define W_PART 0   /* [4 heads][8 tokens][8 lanes] partial sums */
+#define W_LIN  256 /* [4 heads][8 tokens] additive terms (INT4 mins, KIVI constants) */
+#define W_AUX  512 /* per-format: INT4 group sums of q [4][d/32]; KIVI q' [4][d]; axpy weights */
+
+static float ld_f32(const uint8_t *p)
+{
+    float f;
+    memcpy(&f, p, sizeof(f));
+    return f;
+}
+
+static uint16_t ld_u16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+INLINE float h2f(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* Eight vectors to one vector of their eight horizontal sums. */
+INLINE __m256 reduce8(const float *part)
+{
+    __m256 a01 = _mm256_hadd_ps(_mm256_loadu_ps(part + 0), _mm256_loadu_ps(part + 8));
+    __m256 a23 = _mm256_hadd_ps(_mm256_loadu_ps(part + 16), _mm256_loadu_ps(part + 24));
+    __m256 a45 = _mm256_hadd_ps(_mm256_loadu_ps(part + 32), _mm256_loadu_ps(part + 40));
+    __m256 a67 = _mm256_hadd_ps(_mm256_loadu_ps(part + 48), _mm256_loadu_ps(part + 56));
+    __m256 b0 = _mm256_hadd_ps(a01, a23), b1 = _mm256_hadd_ps(a45, a67);
+    return _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20),
+                         _mm256_permute2f128_ps(b0, b1, 0x31));
+}
+
+/* ---- simple formats: one scale per token (or none) ---------------------------------------- */
+
+/* Bytes per element of a simple format. */
+INLINE size_t esize(int fmt)
+{
+    switch (fmt) {
+    case ATTN_TAIL_F32:
+        return 4;
+    case KV_FMT_F16:
+    case KV_FMT_BF16:
+    case ATTN_TAIL_F16:
+        return 2;
+    default:
+        return 1;
+    }
+}
+
+/* Channels [c, c+16) of a row, unscaled. */
+INLINE void load16(int fmt, const uint8_t *row, unsigned c, __m256 *lo, __m256 *hi)
+{
+    switch (fmt) {
+    case ATTN_TAIL_F32:
+        *lo = _mm256_loadu_ps((const float *)row + c);
+        *hi = _mm256_loadu_ps((const float *)row + c + 8);
+        break;
+    case KV_FMT_F16:
+    case ATTN_TAIL_F16:
+        *lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * c)));
+        *hi = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * c + 16)));
+        break;
+    case KV_FMT_BF16: {
+        __m256i a = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 2 * c)));
+        __m256i b = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 2 * c + 16)));
+        *lo = _mm256_castsi256_ps(_mm256_slli_epi32(a, 16));
+        *hi = _mm256_castsi256_ps(_mm256_slli_epi32(b, 16));
+        break;
+    }
+    case KV_FMT_FP8_E4M3: {
+        __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(row + c)));
+        __m256i h = _mm256_and_si256(_mm256_slli_epi16(s, 7), _mm256_set1_epi16((short)0xBF80));
+        *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+        *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+        break;
+    }
+    case KV_FMT_FP8_E5M2: {
+        __m256i h =
+            _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(row + c))), 8);
+        *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+        *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+        break;
+    }
+    default: /* KV_FMT_INT8 */
+        *lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + c))));
+        *hi = _mm256_cvtepi32_ps(
+            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + c + 8))));
+        break;
+    }
+}
+
+/* Multiplier of token t's decoded row (1 for unscaled formats). */
+INLINE float tok_scale(int fmt, const struct attn_seg *s, unsigned t)
+{
+    switch (fmt) {
+    case KV_FMT_FP8_E4M3:
+        return 256.0f * ld_f32(s->scales + 4 * (size_t)t);
+    case KV_FMT_FP8_E5M2:
+    case KV_FMT_INT8:
+        return ld_f32(s->scales + 4 * (size_t)t);
+    default:
+        return 1.0f;
+    }
+}
+
+/* Partial dot products of one row with hn (1..4) query heads, into part[hh*64 + lane]. */
+INLINE void dot_row(int fmt, const uint8_t *row, const float *q, unsigned d, unsigned hn,
+                    float *part)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (unsigned c = 0; c < d; c += 16) {
+        __m256 lo, hi;
+        load16(fmt, row, c, &lo, &hi);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), lo, a0);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8), hi, a0);
+        if (hn > 1) {
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + c), lo, a1);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + c + 8), hi, a1);
+        }
+        if (hn > 2) {
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 2 * d + c), lo, a2);
+            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 2 * d + c + 8), hi, a2);
+        }
+        if (hn > 3) {
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 3 * d + c), lo, a3);
+            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 3 * d + c + 8), hi, a3);
+        }
+    }
+    _mm256_storeu_ps(part, a0);
+    if (hn > 1)
+        _mm256_storeu_ps(part + 64, a1);
+    if (hn > 2)
+        _mm256_storeu_ps(part + 128, a2);
+    if (hn > 3)
+        _mm256_storeu_ps(part + 192, a3);
+}
+
+/* Stores the reduced sums of 8 tokens (times per-token multipliers mul, plus lin) for hn heads. */
+INLINE void dot_flush(const float *part, const float *lin, const float *mul, unsigned hn,
+                      unsigned jn, float *logits, size_t ld)
+{
+    __m256 vm = _mm256_loadu_ps(mul);
+    for (unsigned hh = 0; hh < hn; hh++) {
+        __m256 r = _mm256_fmadd_ps(reduce8(part + hh * 64), vm, _mm256_loadu_ps(lin + hh * 8));
+        if (jn == 8) {
+            _mm256_storeu_ps(logits + hh * ld, r);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, r);
+            memcpy(logits + hh * ld, tmp, jn * sizeof(float));
+        }
+    }
+}
+
+INLINE void dot_simple(int fmt, const struct attn_seg *s, unsigned t0, unsigned n, const float *q,
+                       unsigned g, float *logits, size_t ld, float *work)
+{
+    unsigned d = s->d;
+    size_t rs = s->stride * esize(fmt);
+    float *part = work + W_PART, *lin = work + W_LIN;
+    float mul[8];
+
+    memset(lin, 0, 32 * sizeof(float));
+    for (unsigned h0 = 0; h0 < g; h0 += 4) {
+        unsigned hn = g - h0 < 4 ? g - h0 : 4;
+        for (unsigned j0 = 0; j0 < n; j0 += 8) {
+            unsigned jn = n - j0 < 8 ? n - j0 : 8;
+            for (unsigned jj = 0; jj < 8; jj++) {
+                unsigned t = t0 + j0 + (jj < jn ? jj : 0); /* pad with a valid row */
+                const uint8_t *row = s->data + t * rs;
+                mul[jj] = tok_scale(fmt, s, t);
+                switch (hn) {
+                case 1:
+                    dot_row(fmt, row, q + (size_t)h0 * d, d, 1, part + jj * 8);
+                    break;
+                case 2:
+                    dot_row(fmt, row, q + (size_t)h0 * d, d, 2, part + jj * 8);
+                    break;
+                case 3:
+                    dot_row(fmt, row, q + (size_t)h0 * d, d, 3, part + jj * 8);
+                    break;
+                default:
+                    dot_row(fmt, row, q + (size_t)h0 * d, d, 4, part + jj * 8);
+                    break;
+                }
+            }
+            dot_flush(part, lin, mul, hn, jn, logits + h0 * ld + j0, ld);
+        }
+    }
+}
+
+/* acc[hh][c..c+16) += sum_j w[hh][j] * row_j[c..c+16) for hn heads. */
+INLINE void axpy_cols(int fmt, const struct attn_seg *s, unsigned t0, unsigned n, size_t rs,
+                      const float *w, unsigned hn, float *acc, unsigned c)
+{
+    unsigned d = s->d;
+    __m256 l0 = _mm256_loadu_ps(acc + c), h0 = _mm256_loadu_ps(acc + c + 8);
+    __m256 l1 = l0, h1 = h0, l2 = l0, h2 = h0, l3 = l0, h3 = h0;
+    if (hn > 1) {
+        l1 = _mm256_loadu_ps(acc + d + c);
+        h1 = _mm256_loadu_ps(acc + d + c + 8);
+    }
+    if (hn > 2) {
+        l2 = _mm256_loadu_ps(acc + 2 * d + c);
+        h2 = _mm256_loadu_ps(acc + 2 * d + c + 8);
+    }
+    if (hn > 3) {
+        l3 = _mm256_loadu_ps(acc + 3 * d + c);
+        h3 = _mm256_loadu_ps(acc + 3 * d + c + 8);
+    }
+    for (unsigned j = 0; j < n; j++) {
+        __m256 lo, hi, b;
+        load16(fmt, s->data + (t0 + j) * rs, c, &lo, &hi);
+        b = _mm256_broadcast_ss(w + j);
+        l0 = _mm256_fmadd_ps(b, lo, l0);
+        h0 = _mm256_fmadd_ps(b, hi, h0);
+        if (hn > 1) {
+            b = _mm256_broadcast_ss(w + ATTN_CHUNK + j);
+            l1 = _mm256_fmadd_ps(b, lo, l1);
+            h1 = _mm256_fmadd_ps(b, hi, h1);
+        }
+        if (hn > 2) {
+            b = _mm256_broadcast_ss(w + 2 * ATTN_CHUNK + j);
+            l2 = _mm256_fmadd_ps(b, lo, l2);
+            h2 = _mm256_fmadd_ps(b, hi, h2);
+        }
+        if (hn > 3) {
+            b = _mm256_broadcast_ss(w + 3 * ATTN_CHUNK + j);
+            l3 = _mm256_fmadd_ps(b, lo, l3);
+            h3 = _mm256_fmadd_ps(b, hi, h3);
+        }
+    }
+    _mm256_storeu_ps(acc + c, l0);
+    _mm256_storeu_ps(acc + c + 8, h0);
+    if (hn > 1) {
+        _mm256_storeu_ps(acc + d + c, l1);
+        _mm256_storeu_ps(acc + d + c + 8, h1);
+    }
+    if (hn > 2) {
+        _mm256_storeu_ps(acc + 2 * d + c, l2);
+        _mm256_storeu_ps(acc + 2 * d + c + 8, h2);
+    }
+    if (hn > 3) {
+        _mm256_storeu_ps(acc + 3 * d + c, l3);
+        _mm256_storeu_ps(acc + 3 * d + c + 8, h3);
+    }
+}
+
+INLINE void axpy_simple(int fmt, const struct attn_seg *s, unsigned t0, unsigned n, const float *p,
+                        size_t ld, unsigned g, float *acc, float *work)
+{
+    unsigned d = s->d;
+    size_t rs = s->stride * esize(fmt);
+    float *w = work + W_AUX; /* [4][ATTN_CHUNK] probability * token scale */
+
+    for (unsigned h0 = 0; h0 < g; h0 += 4) {
+        unsigned hn = g - h0 < 4 ? g - h0 : 4;
+        for (unsigned hh = 0; hh < hn; hh++)
+            for (unsigned j = 0; j < n; j++)
+                w[hh * ATTN_CHUNK + j] = p[(h0 + hh) * ld + j] * tok_scale(fmt, s, t0 + j);
+        float *ah = acc + (size_t)h0 * d;
+        for (unsigned c = 0; c < d; c += 16) {
+            switch (hn) {
+            case 1:
+                axpy_cols(fmt, s, t0, n, rs, w, 1, ah, c);
+                break;
+            case 2:
+                axpy_cols(fmt, s, t0, n, rs, w, 2, ah, c);
+                break;
+            case 3:
+                axpy_cols(fmt, s, t0, n, rs, w, 3, ah, c);
+                break;
+            default:
+                axpy_cols(fmt, s, t0, n, rs, w, 4, ah, c);
+                break;
+            }
+        }
+    }
+}
+
+#define SIMPLE_KERNELS(name, fmt)                                                                  \
+    static TGT void dot_##name(const struct attn_seg *s, unsigned t0, unsigned n, const float *q,  \
+                               unsigned g, float *logits, size_t ld, float *work)                  \
+    {                                                                                              \
+        dot_simple(fmt, s, t0, n, q, g, logits, ld, work);                                         \
+    }                                                                                              \
+    static TGT void axpy_##name(const struct attn_seg *s, unsigned t0, unsigned n, const float *p, \
+                                size_t ld, unsigned g, float *acc, float *work)                    \
+    {                                                                                              \
+        axpy_simple(fmt, s, t0, n, p, ld, g, acc, work);                                           \
+    }
+SIMPLE_KERNELS(f16, KV_FMT_F16)
+SIMPLE_KERNELS(bf16, KV_FMT_BF16)
+SIMPLE_KERNELS(e4m3, KV_FMT_FP8_E4M3)
+SIMPLE_KERNELS(e5m2, KV_FMT_FP8_E5M2)
+SIMPLE_KERNELS(int8, KV_FMT_INT8)
+SIMPLE_KERNELS(tf32, ATTN_TAIL_F32)
+SIMPLE_KERNELS(tf16, ATTN_TAIL_F16)
+
+/* ---- packed 4/2-bit formats --------------------------------------------------------------- */
+
+/* Codes of channels [c, c+8) (c % 8 == 0) of a packed row, as floats. */
+INLINE __m256 codes8(const uint8_t *row, unsigned c, unsigned bits)
+{
+    uint32_t w;
+    __m256i sh;
+    if (bits == 4) {
+        memcpy(&w, row + (c / 8) * 4, 4);
+        sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    } else {
+        memcpy(&w, row + (c / 16) * 4, 4);
+        sh = (c % 16) ? _mm256_setr_epi32(16, 18, 20, 22, 24, 26, 28, 30)
+                      : _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    }
+    __m256i v = _mm256_srlv_epi32(_mm256_set1_epi32((int)w), sh);
+    return _mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32((1 << bits) - 1)));
+}
+
+/* Keys with per-token groups of `gs` channels (INT4: 4 bits, gs = 32): sm16 records [T][D/gs]. */
+INLINE void dot_tokgroup(const struct attn_seg *s, unsigned bits, unsigned gs, unsigned t0,
+                         unsigned n, const float *q, unsigned g, float *logits, size_t ld,
+                         float *work)
+{
+    unsigned d = s->d, ng = d / gs;
+    size_t rs = (size_t)d * bits / 8;
+    float *part = work + W_PART, *lin = work + W_LIN, *qsum = work + W_AUX;
+    float one[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+
+    for (unsigned h0 = 0; h0 < g; h0 += 4) {
+        unsigned hn = g - h0 < 4 ? g - h0 : 4;
+        for (unsigned hh = 0; hh < hn; hh++)
+            for (unsigned gi = 0; gi < ng; gi++) {
+                float sum = 0.0f;
+                for (unsigned c = gi * gs; c < (gi + 1) * gs; c++)
+                    sum += q[(size_t)(h0 + hh) * d + c];
+                qsum[hh * ng + gi] = sum;
+            }
+        for (unsigned j0 = 0; j0 < n; j0 += 8) {
+            unsigned jn = n - j0 < 8 ? n - j0 : 8;
+            for (unsigned jj = 0; jj < 8; jj++) {
+                unsigned t = t0 + j0 + (jj < jn ? jj : 0);
+                const uint8_t *row = s->data + t * rs;
+                const uint8_t *sm = s->scales + (size_t)t * ng * 4;
+                for (unsigned hh = 0; hh < hn; hh++) {
+                    const float *qh = q + (size_t)(h0 + hh) * d;
+                    __m256 acc = _mm256_setzero_ps();
+                    float l = 0.0f;
+                    for (unsigned gi = 0; gi < ng; gi++) {
+                        __m256 ga = _mm256_setzero_ps();
+                        for (unsigned c = gi * gs; c < (gi + 1) * gs; c += 8)
+                            ga = _mm256_fmadd_ps(_mm256_loadu_ps(qh + c), codes8(row, c, bits), ga);
+                        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(ld_u16(sm + 4 * gi))), ga, acc);
+                        l = fmaf(h2f(ld_u16(sm + 4 * gi + 2)), qsum[hh * ng + gi], l);
+                    }
+                    _mm256_storeu_ps(part + hh * 64 + jj * 8, acc);
+                    lin[hh * 8 + jj] = l;
+                }
+            }
+            dot_flush(part, lin, one, hn, jn, logits + h0 * ld + j0, ld);
+        }
+    }
+}
+
+/* KIVI keys: sm16 records [T/G][D], scale and min per channel over each group of G tokens. */
+INLINE void dot_kivi(const struct attn_seg *s, unsigned bits, unsigned t0, unsigned n,
+                     const float *q, unsigned g, float *logits, size_t ld, float *work)
+{
+    unsigned d = s->d, gt = s->group;
+    size_t rs = (size_t)d * bits / 8;
+    float *part = work + W_PART, *lin = work + W_LIN, *qp = work + W_AUX; /* q' [4][d] */
+    float one[8] = {1, 1, 1, 1, 1, 1, 1, 1}, cst[4] = {0, 0, 0, 0};
+
+    for (unsigned h0 = 0; h0 < g; h0 += 4) {
+        unsigned hn = g - h0 < 4 ? g - h0 : 4, cur = ~0u;
+        for (unsigned j0 = 0; j0 < n; j0 += 8) {
+            unsigned jn = n - j0 < 8 ? n - j0 : 8;
+            for (unsigned jj = 0; jj < 8; jj++) {
+                unsigned t = t0 + j0 + (jj < jn ? jj : 0);
+                if (t / gt != cur) { /* new token group: fold its scales into q */
+                    cur = t / gt;
+                    const uint8_t *sm = s->scales + (size_t)cur * d * 4;
+                    for (unsigned hh = 0; hh < hn; hh++) {
+                        const float *qh = q + (size_t)(h0 + hh) * d;
+                        float c0 = 0.0f;
+                        for (unsigned c = 0; c < d; c++) {
+                            qp[hh * d + c] = qh[c] * h2f(ld_u16(sm + 4 * c));
+                            c0 = fmaf(qh[c], h2f(ld_u16(sm + 4 * c + 2)), c0);
+                        }
+                        cst[hh] = c0;
+                    }
+                }
+                const uint8_t *row = s->data + t * rs;
+                for (unsigned hh = 0; hh < hn; hh++) {
+                    __m256 a = _mm256_setzero_ps(), b = a;
+                    for (unsigned c = 0; c < d; c += 16) {
+                        a = _mm256_fmadd_ps(_mm256_loadu_ps(qp + hh * d + c), codes8(row, c, bits),
+                                            a);
+                        b = _mm256_fmadd_ps(_mm256_loadu_ps(qp + hh * d + c + 8),
+                                            codes8(row, c + 8, bits), b);
+                    }
+                    _mm256_storeu_ps(part + hh * 64 + jj * 8, _mm256_add_ps(a, b));
+                    lin[hh * 8 + jj] = cst[hh];
+                }
+            }
+            dot_flush(part, lin, one, hn, jn, logits + h0 * ld + j0, ld);
+        }
+    }
+}
+
+/* Values with per-token groups of gs channels (INT4: gs 32; KIVI V: gs = G), sm16 [T][D/gs]. */
+INLINE void axpy_tokgroup(const struct attn_seg *s, unsigned bits, unsigned gs, unsigned t0,
+                          unsigned n, const float *p, size_t ld, unsigned g, float *acc,
+                          float *work)
+{
+    unsigned d = s->d, ng = d / gs;
+    size_t rs = (size_t)d * bits / 8;
+    float *coef = work + W_AUX;        /* [4][ATTN_CHUNK] p * group scale */
+    float *sc = coef + 4 * ATTN_CHUNK; /* [ATTN_CHUNK] group scales */
+
+    for (unsigned gi = 0; gi < ng; gi++) {
+        for (unsigned j = 0; j < n; j++)
+            sc[j] = h2f(ld_u16(s->scales + ((size_t)(t0 + j) * ng + gi) * 4));
+        for (unsigned h0 = 0; h0 < g; h0 += 4) {
+            unsigned hn = g - h0 < 4 ? g - h0 : 4;
+            float msum[4] = {0, 0, 0, 0};
+            for (unsigned hh = 0; hh < hn; hh++)
+                for (unsigned j = 0; j < n; j++) {
+                    float pj = p[(h0 + hh) * ld + j];
+                    coef[hh * ATTN_CHUNK + j] = pj * sc[j];
+                    msum[hh] =
+                        fmaf(pj, h2f(ld_u16(s->scales + ((size_t)(t0 + j) * ng + gi) * 4 + 2)),
+                             msum[hh]);
+                }
+            for (unsigned c = gi * gs; c < (gi + 1) * gs; c += 8) {
+                __m256 a[4];
+                for (unsigned hh = 0; hh < hn; hh++)
+                    a[hh] = _mm256_add_ps(_mm256_loadu_ps(acc + (size_t)(h0 + hh) * d + c),
+                                          _mm256_set1_ps(msum[hh]));
+                for (unsigned j = 0; j < n; j++) {
+                    __m256 v = codes8(s->data + (t0 + j) * rs, c, bits);
+                    for (unsigned hh = 0; hh < hn; hh++)
+                        a[hh] = _mm256_fmadd_ps(_mm256_broadcast_ss(coef + hh * ATTN_CHUNK + j), v,
+                                                a[hh]);
+                }
+                for (unsigned hh = 0; hh < hn; hh++)
+                    _mm256_storeu_ps(acc + (size_t)(h0 + hh) * d + c, a[hh]);
+            }
+        }
+    }
+}
+
+static TGT void dot_int4(const struct attn_seg *s, unsigned t0, unsigned n, const float *q,
+                         unsigned g, float *logits, size_t ld, float *work)
+{
+    dot_tokgroup(s, 4, 32, t0, n, q, g, logits, ld, work);
+}
+
+static TGT void axpy_int4(const struct attn_seg *s, unsigned t0, unsigned n, const float *p,
+                          size_t ld, unsigned g, float *acc, float *work)
+{
+    axpy_tokgroup(s, 4, 32, t0, n, p, ld, g, acc, work);
+}
+
+static TGT void dot_kivi_k(const struct attn_seg *s, unsigned t0, unsigned n, const float *q,
+                           unsigned g, float *logits, size_t ld, float *work)
+{
+    if (s->fmt == KV_FMT_KIVI4)
+        dot_kivi(s, 4, t0, n, q, g, logits, ld, work);
+    else
+        dot_kivi(s, 2, t0, n, q, g, logits, ld, work);
+}
+
+static TGT void axpy_kivi_v(const struct attn_seg *s, unsigned t0, unsigned n, const float *p,
+                            size_t ld, unsigned g, float *acc, float *work)
+{
+    if (s->fmt == KV_FMT_KIVI4)
+        axpy_tokgroup(s, 4, s->group, t0, n, p, ld, g, acc, work);
+    else
+        axpy_tokgroup(s, 2, s->group, t0, n, p, ld, g, acc, work);
+}
+
+/* ---- dispatch on format ------------------------------------------------------------------- */
+
+static void avx2_dot(const struct attn_seg *s, unsigned t0, unsigned n, const float *q, unsigned g,
+                     float *logits, size_t ld, float *work)
+{
+    switch (s->fmt) {
+    case KV_FMT_F16:
+        dot_f16(s, t0, n, q, g, logits, ld, work);
+        break;
+    case KV_FMT_BF16:
+        dot_bf16(s, t0, n, q, g, logits, ld, work);
+        break;
+    case KV_FMT_FP8_E4M3:
+        dot_e4m3(s, t0, n, q, g, logits, ld, work);
+        break;
+    case KV_FMT_FP8_E5M2:
+        dot_e5m2(s, t0, n, q, g, logits, ld, work);
+        break;
+    case KV_FMT_INT8:
+        dot_int8(s, t0, n, q, g, logits, ld, work);
+        break;
+    case KV_FMT_INT4:
+        dot_int4(s, t0, n, q, g, logits, ld, work);
+        break;
+    case KV_FMT_KIVI4:
+    case KV_FMT_KIVI2:
+        if (s->kind == KV_KIND_K)
+            dot_kivi_k(s, t0, n, q, g, logits, ld, work);
+        else /* a KIVI V segment used as keys: portable path (no fused kernel for this mix) */
+            attn_ops_scalar.dot(s, t0, n, q, g, logits, ld, work);
+        break;
+    case ATTN_TAIL_F32:
+        dot_tf32(s, t0, n, q, g, logits, ld, work);
+        break;
+    default:
+        dot_tf16(s, t0, n, q, g, logits, ld, work);
+        break;
+    }
+}
+
+static void avx2_axpy(const struct attn_seg *s, unsigned t0, unsigned n, const float *p, size_t ld,
+                      unsigned g, float *acc, float *work)
+{
+    switch (s->fmt) {
+    case KV_FMT_F16:
+        axpy_f16(s, t0, n, p, ld, g, acc, work);
+        break;
+    case KV_FMT_BF16:
+        axpy_bf16(s, t0, n, p, ld, g, acc, work);
+        break;
+    case KV_FMT_FP8_E4M3:
+        axpy_e4m3(s, t0, n, p, ld, g, acc, work);
+        break;
+    case KV_FMT_FP8_E5M2:
+        axpy_e5m2(s, t0, n, p, ld, g, acc, work);
+        break;
+    case KV_FMT_INT8:
+        axpy_int8(s, t0, n, p, ld, g, acc, work);
+        break;
+    case KV_FMT_INT4:
+        axpy_int4(s, t0, n, p, ld, g, acc, work);
+        break;
+    case KV_FMT_KIVI4:
+    case KV_FMT_KIVI2:
+        if (s->kind == KV_KIND_V)
+            axpy_kivi_v(s, t0, n, p, ld, g, acc, work);
+        else
+            attn_ops_scalar.axpy(s, t0, n, p, ld, g, acc, work);
+        break;
+    case ATTN_TAIL_F32:
+        axpy_tf32(s, t0, n, p, ld, g, acc, work);
+        break;
+    default:
+        axpy_tf16(s, t0, n, p, ld, g, acc, work);
+        break;
+    }
+}
+
+/* exp(x) for x <= 88.7, Cephes expf polynomial (max error ~2 ulp on [-87, 88]); 0 below -87.3. */
+INLINE __m256 exp8(__m256 x)
+{
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep);
+}
+
+static TGT float avx2_expsum(float *x, unsigned n, float m)
+{
+    __m256 vm = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
+    unsigned i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        _mm256_storeu_ps(x + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    if (i < n) {
+        float tmp[8];
+        for (unsigned k = 0; k < 8; k++)
+            tmp[k] = i + k < n ? x[i + k] : -INFINITY;
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(tmp), vm));
+        _mm256_storeu_ps(tmp, e);
+        sum = _mm256_add_ps(sum, e);
+        memcpy(x + i, tmp, (n - i) * sizeof(float));
+    }
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    return _mm_cvtss_f32(s4);
+}
+
+const struct attn_ops attn_ops_avx2 = {
+    .dot = avx2_dot,
+    .axpy = avx2_axpy,
+    .expsum = avx2_expsum,
+};
+
+#endif

@@ -1,0 +1,444 @@
+/*
+ * attn_cpu.c - the CPU attention driver: argument checks, tier dispatch, decode with online
+ * softmax, blocked causal prefill, and the H2O score side output.
+ *
+ * Invariants:
+ *  1. The context is walked as spans (blocks[0..n_blocks), then the tail), each in chunks of at
+ *     most ATTN_CHUNK tokens; position pos counts tokens from the start of the context.
+ *  2. Per (query, head) row the running state is (m, l, acc): m the largest logit seen, l the sum
+ *     of exp(logit - m), acc the sum of exp(logit - m) * v. A new chunk with max m' > m rescales
+ *     l and acc by exp(m - m'), so after the last chunk acc / l is the softmax-weighted mean.
+ *  3. Queries are pre-multiplied by the softmax scale; kernels compute raw dot products.
+ *  4. Scores are added only after the row's final (m, l) is known: decode keeps each head's
+ *     logits (g * n_ctx floats); prefill recomputes them in a second pass over K.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn_impl.h"
+#include "kv_quant.h"
+
+#define PREFILL_ROWS 64 /* (query, head) rows of one prefill tile */
+
+size_t kv_attn_ctx_len(const struct kv_attn_args *a)
+{
+    size_t n = a->n_tail;
+    for (unsigned b = 0; b < a->n_blocks; b++)
+        n += a->blocks[b].n_tokens;
+    return n;
+}
+
+int kv_attn_check(const struct kv_attn_args *a)
+{
+    if (!a || !a->layout || kv_layout_check(a->layout) != 0)
+        return -EINVAL;
+    const struct kv_layout *l = a->layout;
+    if (a->layer >= l->n_layers || a->n_q_heads == 0 || a->n_q_heads > KV_ATTN_MAX_Q_HEADS ||
+        a->n_q_heads % l->n_kv_heads != 0)
+        return -EINVAL;
+    if (!a->q || !a->out || a->n_q == 0 || a->n_q > KV_ATTN_MAX_Q)
+        return -EINVAL;
+    if (!(a->softmax_scale >= 0.0f) || isinf(a->softmax_scale))
+        return -EINVAL;
+    if (a->n_blocks && !a->blocks)
+        return -EINVAL;
+    if (a->n_blocks > KV_ATTN_MAX_CTX || a->n_tail > KV_ATTN_MAX_CTX)
+        return -EINVAL;
+    size_t n = a->n_tail;
+    for (unsigned b = 0; b < a->n_blocks; b++) {
+        if (!a->blocks[b].page || a->blocks[b].n_tokens == 0 ||
+            a->blocks[b].n_tokens > l->page_tokens)
+            return -EINVAL;
+        n += a->blocks[b].n_tokens;
+    }
+    if (n > KV_ATTN_MAX_CTX)
+        return -EINVAL;
+    if (a->n_tail && (!a->tail_k || !a->tail_v ||
+                      (a->tail_dtype != KV_ATTN_F32 && a->tail_dtype != KV_ATTN_F16)))
+        return -EINVAL;
+    if (a->n_q > (n ? n : 1)) /* prefill queries are the last n_q tokens of the context */
+        return -EINVAL;
+    return 0;
+}
+
+/* ---- tier dispatch ------------------------------------------------------------------------ */
+
+static const struct attn_ops *g_ops;
+static enum kv_attn_tier g_tier;
+
+static int cpu_has_avx2(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+           __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+int kv_attn_set_tier(enum kv_attn_tier t)
+{
+    if (t == KV_ATTN_TIER_AUTO) {
+        const char *f = getenv("KV_KERNELS_FORCE"); /* same switch as kv_quant */
+        t = (cpu_has_avx2() && !(f && strcmp(f, "ref") == 0)) ? KV_ATTN_TIER_AVX2
+                                                              : KV_ATTN_TIER_SCALAR;
+    }
+    switch (t) {
+    case KV_ATTN_TIER_SCALAR:
+        g_ops = &attn_ops_scalar;
+        break;
+#if defined(__x86_64__) || defined(__i386__)
+    case KV_ATTN_TIER_AVX2:
+        if (!cpu_has_avx2())
+            return -ENOTSUP;
+        g_ops = &attn_ops_avx2;
+        break;
+#endif
+    default:
+        return -ENOTSUP;
+    }
+    g_tier = t;
+    return 0;
+}
+
+static const struct attn_ops *ops_get(void)
+{
+    if (!__atomic_load_n(&g_ops, __ATOMIC_ACQUIRE))
+        kv_attn_set_tier(KV_ATTN_TIER_AUTO);
+    return g_ops;
+}
+
+enum kv_attn_tier kv_attn_get_tier(void)
+{
+    ops_get();
+    return g_tier;
+}
+
+/* ---- context walking ---------------------------------------------------------------------- */
+
+/* Segment view of span `span` (a block, or the tail when span == n_blocks) for KV head kvh.
+ * Returns the span's token count. */
+static unsigned span_seg(const struct kv_attn_args *a, unsigned span, unsigned kvh, unsigned kind,
+                         struct attn_seg *s)
+{
+    const struct kv_layout *l = a->layout;
+
+    s->l = l;
+    s->kind = kind;
+    s->d = l->head_dim;
+    s->group = l->group;
+    if (span < a->n_blocks) {
+        int fmt = kind == KV_KIND_K ? l->k_fmt : l->v_fmt;
+        s->fmt = fmt;
+        s->data = a->blocks[span].page + kv_seg_offset(l, a->layer, kind, kvh);
+        s->scales = s->data + kv_seg_scale_offset(fmt, l);
+        s->stride = l->head_dim;
+        return a->blocks[span].n_tokens;
+    }
+    size_t esz = a->tail_dtype == KV_ATTN_F16 ? 2 : 4;
+    s->fmt = a->tail_dtype == KV_ATTN_F16 ? ATTN_TAIL_F16 : ATTN_TAIL_F32;
+    s->data = (const uint8_t *)(kind == KV_KIND_K ? a->tail_k : a->tail_v) +
+              (size_t)kvh * l->head_dim * esz;
+    s->scales = NULL;
+    s->stride = (size_t)l->n_kv_heads * l->head_dim;
+    return a->n_tail;
+}
+
+static float row_max(const float *x, unsigned n)
+{
+    float m = -INFINITY;
+    for (unsigned i = 0; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* Online-softmax update of one row with a chunk's probabilities-to-be p[0..n) (logits on entry,
+ * exp(logit - m_new) on return). */
+static void softmax_step(const struct attn_ops *ops, float *p, unsigned n, float *m, float *lsum,
+                         float *acc, unsigned d)
+{
+    float mnew = fmaxf(*m, row_max(p, n));
+    if (mnew == -INFINITY) { /* every logit masked: contributes nothing */
+        for (unsigned j = 0; j < n; j++)
+            p[j] = 0.0f;
+        return;
+    }
+    float sum = ops->expsum(p, n, mnew);
+    if (mnew != *m) {
+        float alpha = *m == -INFINITY ? 0.0f : expf(*m - mnew);
+        for (unsigned c = 0; c < d; c++)
+            acc[c] *= alpha;
+        *lsum *= alpha;
+        *m = mnew;
+    }
+    *lsum += sum;
+}
+
+static float attn_scale(const struct kv_attn_args *a)
+{
+    return a->softmax_scale > 0.0f ? a->softmax_scale : 1.0f / sqrtf((float)a->layout->head_dim);
+}
+
+/* ---- decode ------------------------------------------------------------------------------- */
+
+int kv_attn_decode(const struct kv_attn_args *a)
+{
+    int rc = kv_attn_check(a);
+    if (rc)
+        return rc;
+    if (a->n_q != 1)
+        return -EINVAL;
+
+    const struct attn_ops *ops = ops_get();
+    const struct kv_layout *l = a->layout;
+    unsigned d = l->head_dim, nkv = l->n_kv_heads, g = a->n_q_heads / nkv;
+    size_t n_ctx = kv_attn_ctx_len(a);
+    int want_scores = (a->scores || a->scores_head) && n_ctx > 0;
+    float scale = attn_scale(a);
+
+    if (n_ctx == 0) {
+        memset(a->out, 0, (size_t)a->n_q_heads * d * sizeof(float));
+        return 0;
+    }
+    /* scratch: qs[g*d] acc[g*d] work[CHUNK*d] p[g*CHUNK] m[g] l[g] logits[g*n_ctx] */
+    size_t nf = 2 * (size_t)g * d + (size_t)ATTN_CHUNK * d + (size_t)g * ATTN_CHUNK + 2 * g +
+                (want_scores ? (size_t)g * n_ctx : 0);
+    float *buf = aligned_alloc(64, (nf * sizeof(float) + 63) / 64 * 64);
+    if (!buf)
+        return -ENOMEM;
+    float *qs = buf, *acc = qs + (size_t)g * d, *work = acc + (size_t)g * d;
+    float *p = work + (size_t)ATTN_CHUNK * d, *m = p + (size_t)g * ATTN_CHUNK, *lsum = m + g;
+    float *lg = want_scores ? lsum + g : NULL;
+
+    for (unsigned k = 0; k < nkv; k++) {
+        const float *qk = a->q + (size_t)k * g * d;
+        for (size_t i = 0; i < (size_t)g * d; i++)
+            qs[i] = qk[i] * scale;
+        memset(acc, 0, (size_t)g * d * sizeof(float));
+        for (unsigned h = 0; h < g; h++) {
+            m[h] = -INFINITY;
+            lsum[h] = 0.0f;
+        }
+        size_t pos = 0;
+        for (unsigned span = 0; span <= a->n_blocks; span++) {
+            struct attn_seg ks, vs;
+            unsigned nt = span_seg(a, span, k, KV_KIND_K, &ks);
+            span_seg(a, span, k, KV_KIND_V, &vs);
+            for (unsigned t0 = 0; t0 < nt; t0 += ATTN_CHUNK) {
+                unsigned n = nt - t0 < ATTN_CHUNK ? nt - t0 : ATTN_CHUNK;
+                if (lg) {
+                    ops->dot(&ks, t0, n, qs, g, lg + pos, n_ctx, work);
+                    for (unsigned h = 0; h < g; h++)
+                        memcpy(p + h * ATTN_CHUNK, lg + h * n_ctx + pos, n * sizeof(float));
+                } else {
+                    ops->dot(&ks, t0, n, qs, g, p, ATTN_CHUNK, work);
+                }
+                for (unsigned h = 0; h < g; h++)
+                    softmax_step(ops, p + h * ATTN_CHUNK, n, &m[h], &lsum[h], acc + (size_t)h * d,
+                                 d);
+                ops->axpy(&vs, t0, n, p, ATTN_CHUNK, g, acc, work);
+                pos += n;
+            }
+        }
+        for (unsigned h = 0; h < g; h++) {
+            float inv = 1.0f / lsum[h];
+            float *o = a->out + ((size_t)k * g + h) * d;
+            for (unsigned c = 0; c < d; c++)
+                o[c] = acc[(size_t)h * d + c] * inv;
+        }
+        if (!lg)
+            continue;
+        for (unsigned h = 0; h < g; h++) {
+            float *row = lg + h * n_ctx, inv = 1.0f / lsum[h];
+            ops->expsum(row, (unsigned)n_ctx, m[h]);
+            float *sk = a->scores ? a->scores + (size_t)k * n_ctx : NULL;
+            float *sh = a->scores_head ? a->scores_head + ((size_t)k * g + h) * n_ctx : NULL;
+            for (size_t j = 0; j < n_ctx; j++) {
+                float pj = row[j] * inv;
+                if (sk)
+                    sk[j] += pj;
+                if (sh)
+                    sh[j] += pj;
+            }
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+/* ---- prefill ------------------------------------------------------------------------------ */
+
+struct prefill_tile {
+    unsigned rows, g, d;
+    size_t qpos0; /* context position of the tile's first query */
+    float *q;     /* [rows][d] scaled queries; row r = query r / g, head r % g */
+    float *acc;   /* [rows][d] */
+    float *s;     /* [rows][ATTN_CHUNK] logits / probabilities */
+    float *kt;    /* [d][ATTN_CHUNK] keys of the chunk, transposed */
+    float *rows_; /* [ATTN_CHUNK][d] dequantized rows */
+    float *m, *l; /* [rows] */
+};
+
+/* Logits of the tile against keys [t0, t0+n) of ks at context position pos, causally masked. */
+static int tile_logits(struct prefill_tile *t, const struct attn_seg *ks, unsigned t0, unsigned n,
+                       size_t pos)
+{
+    unsigned d = t->d;
+    int rc = attn_seg_deq(ks, t0, n, t->rows_);
+    if (rc)
+        return rc;
+    for (unsigned j = 0; j < n; j++)
+        for (unsigned c = 0; c < d; c++)
+            t->kt[(size_t)c * ATTN_CHUNK + j] = t->rows_[(size_t)j * d + c];
+    for (unsigned r = 0; r < t->rows; r++) {
+        float *s = t->s + (size_t)r * ATTN_CHUNK;
+        const float *q = t->q + (size_t)r * d;
+        for (unsigned j = 0; j < n; j++)
+            s[j] = 0.0f;
+        for (unsigned c = 0; c < d; c++) {
+            const float *kc = t->kt + (size_t)c * ATTN_CHUNK;
+            float qc = q[c];
+            for (unsigned j = 0; j < n; j++)
+                s[j] = fmaf(qc, kc[j], s[j]);
+        }
+        size_t qp = t->qpos0 + r / t->g;
+        for (unsigned j = 0; j < n; j++)
+            if (pos + j > qp)
+                s[j] = -INFINITY;
+    }
+    return 0;
+}
+
+static int tile_values(struct prefill_tile *t, const struct attn_seg *vs, unsigned t0, unsigned n)
+{
+    unsigned d = t->d;
+    int rc = attn_seg_deq(vs, t0, n, t->rows_);
+    if (rc)
+        return rc;
+    for (unsigned r = 0; r < t->rows; r++) {
+        float *acc = t->acc + (size_t)r * d;
+        const float *p = t->s + (size_t)r * ATTN_CHUNK;
+        for (unsigned j = 0; j < n; j++) {
+            const float *v = t->rows_ + (size_t)j * d;
+            float w = p[j];
+            if (w == 0.0f)
+                continue;
+            for (unsigned c = 0; c < d; c++)
+                acc[c] = fmaf(w, v[c], acc[c]);
+        }
+    }
+    return 0;
+}
+
+/* One tile: queries [qi0, qi0 + rows/g) of KV head k. */
+static int prefill_tile_run(const struct kv_attn_args *a, const struct attn_ops *ops,
+                            struct prefill_tile *t, unsigned k, size_t n_ctx)
+{
+    unsigned d = t->d, g = t->g;
+    size_t last = t->qpos0 + t->rows / g - 1; /* last visible position of the tile */
+    int rc;
+
+    for (int pass = 0; pass < 2; pass++) { /* pass 1: scores, only when requested */
+        if (pass == 1 && !a->scores && !a->scores_head)
+            break;
+        size_t pos = 0;
+        for (unsigned span = 0; span <= a->n_blocks && pos <= last; span++) {
+            struct attn_seg ks, vs;
+            unsigned nt = span_seg(a, span, k, KV_KIND_K, &ks);
+            span_seg(a, span, k, KV_KIND_V, &vs);
+            for (unsigned t0 = 0; t0 < nt && pos <= last; t0 += ATTN_CHUNK) {
+                unsigned n = nt - t0 < ATTN_CHUNK ? nt - t0 : ATTN_CHUNK;
+                rc = tile_logits(t, &ks, t0, n, pos);
+                if (rc)
+                    return rc;
+                for (unsigned r = 0; r < t->rows; r++) {
+                    float *s = t->s + (size_t)r * ATTN_CHUNK;
+                    if (pass == 0) {
+                        softmax_step(ops, s, n, &t->m[r], &t->l[r], t->acc + (size_t)r * d, d);
+                        continue;
+                    }
+                    unsigned h = k * g + r % g;
+                    float inv = 1.0f / t->l[r];
+                    for (unsigned j = 0; j < n; j++) {
+                        float pj = s[j] == -INFINITY ? 0.0f : expf(s[j] - t->m[r]) * inv;
+                        if (a->scores)
+                            a->scores[(size_t)k * n_ctx + pos + j] += pj;
+                        if (a->scores_head)
+                            a->scores_head[(size_t)h * n_ctx + pos + j] += pj;
+                    }
+                }
+                if (pass == 0) {
+                    rc = tile_values(t, &vs, t0, n);
+                    if (rc)
+                        return rc;
+                }
+                pos += n;
+            }
+        }
+    }
+    return 0;
+}
+
+int kv_attn_prefill(const struct kv_attn_args *a)
+{
+    int rc = kv_attn_check(a);
+    if (rc)
+        return rc;
+
+    const struct attn_ops *ops = ops_get();
+    const struct kv_layout *l = a->layout;
+    unsigned d = l->head_dim, nkv = l->n_kv_heads, g = a->n_q_heads / nkv;
+    size_t n_ctx = kv_attn_ctx_len(a);
+    float scale = attn_scale(a);
+
+    if (n_ctx == 0) {
+        memset(a->out, 0, (size_t)a->n_q * a->n_q_heads * d * sizeof(float));
+        return 0;
+    }
+    unsigned qt = g >= PREFILL_ROWS ? 1 : PREFILL_ROWS / g; /* queries per tile */
+    unsigned maxrows = qt * g;
+    size_t nf = 2 * (size_t)maxrows * d + (size_t)maxrows * ATTN_CHUNK +
+                2 * (size_t)ATTN_CHUNK * d + 2 * (size_t)maxrows;
+    float *buf = aligned_alloc(64, (nf * sizeof(float) + 63) / 64 * 64);
+    if (!buf)
+        return -ENOMEM;
+    struct prefill_tile t = {.g = g, .d = d};
+    t.q = buf;
+    t.acc = t.q + (size_t)maxrows * d;
+    t.s = t.acc + (size_t)maxrows * d;
+    t.kt = t.s + (size_t)maxrows * ATTN_CHUNK;
+    t.rows_ = t.kt + (size_t)ATTN_CHUNK * d;
+    t.m = t.rows_ + (size_t)ATTN_CHUNK * d;
+    t.l = t.m + maxrows;
+
+    for (unsigned k = 0; k < nkv && rc == 0; k++) {
+        for (unsigned qi0 = 0; qi0 < a->n_q; qi0 += qt) {
+            unsigned nq = a->n_q - qi0 < qt ? a->n_q - qi0 : qt;
+            t.rows = nq * g;
+            t.qpos0 = n_ctx - a->n_q + qi0;
+            for (unsigned r = 0; r < t.rows; r++) {
+                const float *src =
+                    a->q + ((size_t)(qi0 + r / g) * a->n_q_heads + k * g + r % g) * d;
+                for (unsigned c = 0; c < d; c++)
+                    t.q[(size_t)r * d + c] = src[c] * scale;
+                t.m[r] = -INFINITY;
+                t.l[r] = 0.0f;
+            }
+            memset(t.acc, 0, (size_t)t.rows * d * sizeof(float));
+            rc = prefill_tile_run(a, ops, &t, k, n_ctx);
+            if (rc)
+                break;
+            for (unsigned r = 0; r < t.rows; r++) {
+                float *o = a->out + ((size_t)(qi0 + r / g) * a->n_q_heads + k * g + r % g) * d;
+                float inv = 1.0f / t.l[r];
+                for (unsigned c = 0; c < d; c++)
+                    o[c] = t.acc[(size_t)r * d + c] * inv;
+            }
+        }
+    }
+    free(buf);
+    return rc;
+}
