@@ -1,0 +1,273 @@
+/*
+ * kv_quant_avx2.c - AVX2+F16C+FMA tier of the row operations (kv_quant_impl.h).
+ *
+ * Every function is compiled for that target only (one binary runs everywhere; kv_quant.c selects
+ * it after checking the CPU). Each lane performs exactly the reference's operations
+ * (kv_quant_ref.c) in the same order: the same IEEE division, subtraction and fused multiply-add,
+ * the same bit manipulation for FP8/bf16, F16C's RNE conversion for f16, cvtps2dq under the default
+ * RNE mode for nearbyintf. So results are bit-identical to the reference; the tests check that.
+ *
+ * NaN handling follows the reference: min/max are written with the operand order that lets a NaN
+ * through (x86 MINPS/MAXPS return the second operand when either is NaN), then masked explicitly.
+ */
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include "kv_quant_impl.h"
+
+#define TGT __attribute__((target("avx2,f16c,fma")))
+
+TGT static void avx2_load(float *dst, const void *src, int dtype, unsigned n)
+{
+    if (dtype == KV_DT_F32) {
+        memcpy(dst, src, n * sizeof(float));
+    } else if (dtype == KV_DT_F16) {
+        const __m128i *p = src;
+        for (unsigned i = 0; i < n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(p + i / 8)));
+    } else {
+        const __m128i *p = src;
+        for (unsigned i = 0; i < n; i += 8) {
+            __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(p + i / 8));
+            _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(w, 16));
+        }
+    }
+}
+
+TGT static float avx2_amax(const float *x, unsigned n)
+{
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    __m256i m = _mm256_setzero_si256();
+    for (unsigned i = 0; i < n; i += 8) {
+        __m256i a = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), absm);
+        m = _mm256_max_epu32(m, _mm256_and_si256(a, _mm256_cmpgt_epi32(inf, a)));
+    }
+    __m128i h = _mm_max_epu32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+    h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0x4e));
+    h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0xb1));
+    return kvq_u2f((uint32_t)_mm_cvtsi128_si32(h));
+}
+
+TGT static __m256 clamp16(__m256 x)
+{
+    /* NaN passes through: MAXPS/MINPS return their second operand when one is NaN. */
+    return _mm256_min_ps(_mm256_set1_ps(KV_F16_MAX), _mm256_max_ps(_mm256_set1_ps(-KV_F16_MAX), x));
+}
+
+TGT static void avx2_minmax(float *mn, float *mx, const float *x, unsigned n, unsigned n_out)
+{
+    const __m256 pinf = _mm256_set1_ps(__builtin_inff()), ninf = _mm256_set1_ps(-__builtin_inff());
+    __m256 amn = pinf, amx = ninf;
+    for (unsigned i = 0; i < n; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i), v = clamp16(xv);
+        __m256 nan = _mm256_cmp_ps(xv, xv, _CMP_UNORD_Q);
+        __m256 vmn = _mm256_blendv_ps(v, pinf, nan), vmx = _mm256_blendv_ps(v, ninf, nan);
+        if (n_out == 1) {
+            amn = _mm256_min_ps(vmn, amn);
+            amx = _mm256_max_ps(vmx, amx);
+        } else {
+            _mm256_storeu_ps(mn + i, _mm256_min_ps(vmn, _mm256_loadu_ps(mn + i)));
+            _mm256_storeu_ps(mx + i, _mm256_max_ps(vmx, _mm256_loadu_ps(mx + i)));
+        }
+    }
+    if (n_out == 1) {
+        float a[8], b[8];
+        _mm256_storeu_ps(a, amn);
+        _mm256_storeu_ps(b, amx);
+        for (int j = 0; j < 8; j++) {
+            mn[0] = a[j] < mn[0] ? a[j] : mn[0];
+            mx[0] = b[j] > mx[0] ? b[j] : mx[0];
+        }
+    }
+}
+
+/* 4 vectors of 8 int32 in [0, 255] (or [-128, 127] with sgn) -> 32 bytes in order. */
+TGT static __m256i pack_bytes(__m256i a, __m256i b, __m256i c, __m256i d, int sgn)
+{
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i r = sgn ? _mm256_packs_epi16(ab, cd) : _mm256_packus_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+TGT static __m256i fp8_enc8(__m256 y, int e5)
+{
+    __m256i u = _mm256_castps_si256(y);
+    __m256i sign = _mm256_and_si256(_mm256_srli_epi32(u, 24), _mm256_set1_epi32(0x80));
+    __m256i a = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+    __m256i nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f800000));
+    __m256i one = _mm256_set1_epi32(1), rn, rs, normal;
+    if (e5) {
+        a = _mm256_min_epu32(a, _mm256_set1_epi32(0x47600000));
+        normal = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x387fffff));
+        rn = _mm256_add_epi32(_mm256_add_epi32(a, _mm256_set1_epi32(0xfffff)),
+                              _mm256_and_si256(_mm256_srli_epi32(a, 21), one));
+        rn = _mm256_sub_epi32(_mm256_srli_epi32(rn, 21), _mm256_set1_epi32(448));
+        __m256 f = _mm256_add_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(128.0f));
+        rs = _mm256_sub_epi32(_mm256_castps_si256(f), _mm256_set1_epi32(0x43000000));
+    } else {
+        a = _mm256_min_epu32(a, _mm256_set1_epi32(0x43e00000));
+        normal = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x3c7fffff));
+        rn = _mm256_add_epi32(_mm256_add_epi32(a, _mm256_set1_epi32(0x7ffff)),
+                              _mm256_and_si256(_mm256_srli_epi32(a, 20), one));
+        rn = _mm256_sub_epi32(_mm256_srli_epi32(rn, 20), _mm256_set1_epi32(960));
+        __m256 f = _mm256_add_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(16384.0f));
+        rs = _mm256_sub_epi32(_mm256_castps_si256(f), _mm256_set1_epi32(0x46800000));
+    }
+    __m256i r = _mm256_or_si256(_mm256_blendv_epi8(rs, rn, normal), sign);
+    return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7f), nan);
+}
+
+TGT static void avx2_fp8_enc(uint8_t *q, const float *x, unsigned n, float s, int fmt)
+{
+    const __m256 sv = _mm256_set1_ps(s);
+    int e5 = fmt == KV_FMT_FP8_E5M2;
+    for (unsigned i = 0; i < n; i += 32) {
+        __m256i r[4];
+        for (int j = 0; j < 4; j++)
+            r[j] = fp8_enc8(_mm256_div_ps(_mm256_loadu_ps(x + i + 8 * j), sv), e5);
+        _mm256_storeu_si256((__m256i *)(q + i), pack_bytes(r[0], r[1], r[2], r[3], 0));
+    }
+}
+
+TGT static void avx2_fp8_dec(float *y, const uint8_t *q, unsigned n, float s, int fmt)
+{
+    const __m256 sv = _mm256_set1_ps(s), cnan = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffe000));
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (unsigned i = 0; i < n; i += 16) {
+        __m256i c = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(q + i))), h;
+        if (fmt == KV_FMT_FP8_E4M3)
+            h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(c, _mm256_set1_epi16(0x7f)), 7),
+                                _mm256_slli_epi16(_mm256_and_si256(c, _mm256_set1_epi16(0x80)), 8));
+        else
+            h = _mm256_slli_epi16(c, 8);
+        for (int j = 0; j < 2; j++) {
+            __m128i hj = j ? _mm256_extracti128_si256(h, 1) : _mm256_castsi256_si128(h);
+            __m256 f = _mm256_cvtph_ps(hj), nan;
+            if (fmt == KV_FMT_FP8_E4M3) {
+                f = _mm256_mul_ps(f, _mm256_set1_ps(256.0f));
+                nan = _mm256_cmp_ps(_mm256_and_ps(f, absm), _mm256_set1_ps(480.0f), _CMP_EQ_OQ);
+            } else {
+                nan = _mm256_cmp_ps(f, f, _CMP_UNORD_Q);
+            }
+            f = _mm256_blendv_ps(f, cnan, nan);
+            _mm256_storeu_ps(y + i + 8 * j, _mm256_mul_ps(f, sv));
+        }
+    }
+}
+
+TGT static void avx2_i8_enc(int8_t *q, const float *x, unsigned n, float s)
+{
+    const __m256 sv = _mm256_set1_ps(s), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    for (unsigned i = 0; i < n; i += 32) {
+        __m256i r[4];
+        for (int j = 0; j < 4; j++) {
+            __m256 d = _mm256_div_ps(_mm256_loadu_ps(x + i + 8 * j), sv);
+            __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(d, d, _CMP_UNORD_Q));
+            d = _mm256_min_ps(_mm256_max_ps(d, lo), hi);
+            r[j] = _mm256_andnot_si256(nan, _mm256_cvtps_epi32(d));
+        }
+        _mm256_storeu_si256((__m256i *)(q + i), pack_bytes(r[0], r[1], r[2], r[3], 1));
+    }
+}
+
+TGT static void avx2_i8_dec(float *y, const int8_t *q, unsigned n, float s)
+{
+    const __m256 sv = _mm256_set1_ps(s);
+    for (unsigned i = 0; i < n; i += 8) {
+        __m256i c = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(q + i)));
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(c), sv));
+    }
+}
+
+TGT static void avx2_h_enc(uint16_t *h, const float *x, unsigned n, int bf16)
+{
+    if (!bf16) {
+        for (unsigned i = 0; i < n; i += 8)
+            _mm_storeu_si128((__m128i *)(h + i),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+        return;
+    }
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i one = _mm256_set1_epi32(1);
+    for (unsigned i = 0; i < n; i += 16) {
+        __m256i r[2];
+        for (int j = 0; j < 2; j++) {
+            __m256i u = _mm256_loadu_si256((const __m256i *)(x + i + 8 * j));
+            __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absm), inf);
+            __m256i rn = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)),
+                                          _mm256_and_si256(_mm256_srli_epi32(u, 16), one));
+            rn = _mm256_srli_epi32(rn, 16);
+            __m256i qn = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+            r[j] = _mm256_blendv_epi8(rn, qn, nan);
+        }
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8);
+        _mm256_storeu_si256((__m256i *)(h + i), p);
+    }
+}
+
+/* Codes of 8 channels starting at i (all in one group when gsz >= 8). */
+TGT static __m256i a_codes8(const float *x, unsigned i, unsigned gsz, const float *s,
+                            const float *m, __m256 qmax)
+{
+    __m256 sv = gsz == 1 ? _mm256_loadu_ps(s + i) : _mm256_set1_ps(s[i / gsz]);
+    __m256 mv = gsz == 1 ? _mm256_loadu_ps(m + i) : _mm256_set1_ps(m[i / gsz]);
+    __m256 d = _mm256_div_ps(_mm256_sub_ps(clamp16(_mm256_loadu_ps(x + i)), mv), sv);
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(d, d, _CMP_UNORD_Q));
+    d = _mm256_min_ps(_mm256_max_ps(d, _mm256_setzero_ps()), qmax);
+    return _mm256_andnot_si256(nan, _mm256_cvtps_epi32(d));
+}
+
+TGT static void avx2_a_enc(uint32_t *w, const float *x, unsigned n, unsigned gsz, const float *s,
+                           const float *m, unsigned bits)
+{
+    const __m256 qmax = _mm256_set1_ps(bits == 4 ? 15.0f : 3.0f);
+    for (unsigned i = 0; i < n; i += 32) {
+        __m256i b = pack_bytes(a_codes8(x, i, gsz, s, m, qmax), a_codes8(x, i + 8, gsz, s, m, qmax),
+                               a_codes8(x, i + 16, gsz, s, m, qmax),
+                               a_codes8(x, i + 24, gsz, s, m, qmax), 0);
+        if (bits == 4) { /* byte pairs -> b0 | b1 << 4 */
+            __m256i p = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));
+            __m128i r = _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+            _mm_storeu_si128((__m128i *)(w + i / 8), r);
+        } else { /* b0 | b1 << 2, then pairs of those | << 4 */
+            __m256i p = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x0401));
+            p = _mm256_madd_epi16(p, _mm256_set1_epi32(0x00100001));
+            __m128i r = _mm_packus_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+            r = _mm_packus_epi16(r, r);
+            _mm_storel_epi64((__m128i *)(w + i / 16), r);
+        }
+    }
+}
+
+TGT static void avx2_a_dec(float *y, const uint32_t *w, unsigned n, unsigned gsz, const float *s,
+                           const float *m, unsigned bits)
+{
+    const __m256i sh4 = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    const __m256i sh2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m256i mask = _mm256_set1_epi32((1 << bits) - 1);
+    for (unsigned i = 0; i < n; i += 8) {
+        __m256i q;
+        if (bits == 4)
+            q = _mm256_srlv_epi32(_mm256_set1_epi32((int)w[i / 8]), sh4);
+        else
+            q = _mm256_srlv_epi32(_mm256_set1_epi32((int)(w[i / 16] >> (i % 16 * 2))), sh2);
+        __m256 qf = _mm256_cvtepi32_ps(_mm256_and_si256(q, mask));
+        __m256 sv = gsz == 1 ? _mm256_loadu_ps(s + i) : _mm256_set1_ps(s[i / gsz]);
+        __m256 mv = gsz == 1 ? _mm256_loadu_ps(m + i) : _mm256_set1_ps(m[i / gsz]);
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(qf, sv, mv));
+    }
+}
+
+const struct kvq_ops kvq_ops_avx2 = {
+    .load = avx2_load,
+    .amax = avx2_amax,
+    .minmax = avx2_minmax,
+    .fp8_enc = avx2_fp8_enc,
+    .fp8_dec = avx2_fp8_dec,
+    .i8_enc = avx2_i8_enc,
+    .i8_dec = avx2_i8_dec,
+    .h_enc = avx2_h_enc,
+    .a_enc = avx2_a_enc,
+    .a_dec = avx2_a_dec,
+};
+#endif
