@@ -105,8 +105,7 @@ void kvp_put_hdr(void *buf, int op, int status, uint32_t seq, uint32_t count)
     memcpy(buf, &h, sizeof(h));
 }
 
-/* ---- shared helpers ----------------------------------------------------------------------------
- */
+/* ---- shared helpers -------------------------------------------------------------------------- */
 
 /* body_len must be exactly fixed + count * elem. count was already checked against a limit
  * <= 2^16 and elem <= 64, so the product cannot overflow; the explicit check keeps that true if a
@@ -177,8 +176,7 @@ static int proto_hdr(const void *buf, size_t len, struct kvp_msg *msg)
     return KVP_OK;
 }
 
-/* ---- requests ----------------------------------------------------------------------------------
- */
+/* ---- requests -------------------------------------------------------------------------------- */
 
 static int proto_req_attach(struct kvp_msg *m)
 {
@@ -331,8 +329,7 @@ int kvp_decode_request(const void *buf, size_t len, size_t max_len, struct kvp_m
     }
 }
 
-/* ---- replies -----------------------------------------------------------------------------------
- */
+/* ---- replies --------------------------------------------------------------------------------- */
 
 static int proto_rep_fixed(struct kvp_msg *m, void *dst, size_t size)
 {
@@ -411,8 +408,7 @@ int kvp_decode_reply(const void *buf, size_t len, struct kvp_msg *msg)
     }
 }
 
-/* ---- side channel ------------------------------------------------------------------------------
- */
+/* ---- side channel ---------------------------------------------------------------------------- */
 
 int kvp_decode_hello(const void *buf, size_t len, struct kvp_hello *out)
 {
@@ -450,8 +446,7 @@ int kvp_decode_welcome(const void *buf, size_t len, struct kvp_welcome *out)
     return KVP_OK;
 }
 
-/* ---- score iteration ---------------------------------------------------------------------------
- */
+/* ---- score iteration ------------------------------------------------------------------------- */
 
 int kvp_next_score(const struct kvp_msg *msg, size_t *pos, struct kvp_score_ent *ent,
                    const uint8_t **scores)

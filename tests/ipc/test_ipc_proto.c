@@ -42,8 +42,7 @@ static int req(size_t len, struct kvp_msg *m)
     return kvp_decode_request(frame, len, KVP_MAX_FRAME, m);
 }
 
-/* ---- round trips ------------------------------------------------------------------------------
- */
+/* ---- round trips ----------------------------------------------------------------------------- */
 
 Test(proto_roundtrip, attach)
 {
@@ -230,8 +229,7 @@ Test(proto_roundtrip, op_names)
     cr_assert_str_eq(kvp_op_name(KVP_OP_MAX + 1), "UNKNOWN");
 }
 
-/* ---- malformed requests: one test each ----------------------------------------------------------
- */
+/* ---- malformed requests: one test each ------------------------------------------------------- */
 
 Test(proto_bad, truncated_header)
 {
@@ -473,8 +471,7 @@ Test(proto_bad, admin_bodies)
     cr_assert_eq(req(put(KVP_OP_ADMIN, 1, KVP_MAX_LIST + 1, body, 4), &m), KVP_E_TOOBIG);
 }
 
-/* ---- status table -----------------------------------------------------------------------------
- */
+/* ---- status table ---------------------------------------------------------------------------- */
 
 Test(proto_status, every_code_has_text_and_errno)
 {
@@ -524,8 +521,7 @@ Test(proto_status, from_errno_round_trip)
     cr_assert_eq(kvp_status_from_errno(0), KVP_OK);
 }
 
-/* ---- replies ----------------------------------------------------------------------------------
- */
+/* ---- replies --------------------------------------------------------------------------------- */
 
 static size_t put_rep(int op, int status, uint32_t seq, uint32_t count, const void *body,
                       size_t body_len)
@@ -621,8 +617,7 @@ Test(proto_reply, malformed)
     cr_assert_eq(kvp_decode_reply(frame, len, &m), KVP_E_MALFORMED);
 }
 
-/* ---- side channel -----------------------------------------------------------------------------
- */
+/* ---- side channel ---------------------------------------------------------------------------- */
 
 Test(proto_side, hello)
 {
