@@ -20,9 +20,11 @@
 
 #include "proto.h"
 
-/* ADMIN request body: uint32 sub-command, then at most this many argument bytes. The sub-commands
- * themselves belong to the operations work (kvd/, tools/kvctl). */
+/* ADMIN request body: uint32 sub-command, then at most KVP_ADMIN_MAX_ARG argument bytes. The
+ * sub-commands belong to the operations work (kvd/admin.c, tools/kvctl). */
+#ifndef KVP_ADMIN_MAX_ARG
 #define KVP_ADMIN_MAX_ARG 256u
+#endif
 
 #define KVP_LOOKUP_KNOWN (KVP_LOOKUP_PIN | KVP_LOOKUP_WAIT)
 #define KVP_ALLOC_KNOWN  KVP_ALLOC_HASHES
