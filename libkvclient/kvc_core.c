@@ -164,7 +164,9 @@ static int side_open(struct kvc *c)
     c->side_fd = rc;
     hello.pid = (uint32_t)getpid();
     rc = kv_sock_send(c->side_fd, &hello, sizeof(hello), -1);
-    if (rc < 0)
+    /* kvd refuses a peer at accept time: its welcome (with the reason) may already be queued
+     * behind a closed socket, so read it before giving up on a failed hello */
+    if (rc < 0 && rc != -EPIPE && rc != -ECONNRESET)
         goto err_close_side;
     pfd = (struct pollfd){.fd = c->side_fd, .events = POLLIN};
     do
@@ -176,7 +178,7 @@ static int side_open(struct kvc *c)
     }
     n = kv_sock_recv(c->side_fd, buf, sizeof(buf), &fd);
     if (n <= 0) {
-        rc = n == 0 ? -ECONNRESET : (int)n;
+        rc = n == 0 || n == -EPIPE ? -ECONNRESET : (int)n;
         goto err_close_fd;
     }
     st = kvp_decode_welcome(buf, (size_t)n, &c->welcome);

@@ -138,8 +138,11 @@ int main(int argc, char **argv)
     seed = (unsigned)strtoul(argv[4], NULL, 10);
     n = (uint32_t)strtoul(argv[5], NULL, 10);
     hold = argc > 6 && strcmp(argv[6], "hold") == 0;
-    if (strcmp(mode, "open-as") == 0 && mode_open_as((uid_t)seed, (gid_t)n) != 0)
-        return 4;
+    if (strcmp(mode, "open-as") == 0) {
+        if (mode_open_as((uid_t)seed, (gid_t)n) != 0)
+            return 4;
+        n = 0;
+    }
     if (n > MAXP)
         return 2;
 
