@@ -43,6 +43,7 @@ extern "C" {
 #define KVP_MAX_NS_NAME     64u     /* namespace name, NUL-padded, [A-Za-z0-9._:-] */
 #define KVP_MAX_WAIT_MS     30000u  /* longest bounded wait for a pending page */
 #define KVP_MAX_LIST        4096u   /* entries in one admin listing reply */
+#define KVP_ADMIN_MAX_ARG   256u    /* argument bytes of an ADMIN request */
 
 /* ---- status codes --------------------------------------------------------------------------- */
 /* X(name, value, errno the client maps it to, text). "client:" codes are the sender's fault,
@@ -223,11 +224,185 @@ struct kvp_score_ent {
 };
 _Static_assert(sizeof(struct kvp_score_ent) == 8, "wire struct");
 
-/* ADMIN request: uint32 sub-command, then its argument (at most 256 bytes). */
+/* ADMIN request: uint32 sub-command, then its argument (at most 256 bytes). Reply: the header
+ * (count = entries of a listing) and the sub-command's body. Read-only sub-commands are open to
+ * every attached client; the ones marked (admin) need root, kvd's uid or the admin group (E_PERM).
+ * Listings that may be long take a kvp_admin_range argument and answer with a kvp_admin_list
+ * followed by count entries; ask again from next while next < total. Kept by the operations work
+ * (kvd/admin.c, tools/kvctl). */
 enum kvp_admin {
-    KVP_ADMIN_CHECK = 1, /* verify the pool's invariants: OK or E_INTERNAL */
-    KVP_ADMIN_FAULT = 2, /* int32 n: let n more allocations succeed, then fail (fault_injection) */
+    KVP_ADMIN_CHECK = 1,      /* (admin) verify the pool's invariants: OK or E_INTERNAL */
+    KVP_ADMIN_FAULT = 2,      /* (admin) int32 n: n more allocations succeed, then fail */
+    KVP_ADMIN_STATUS = 3,     /* no argument; reply: kvp_admin_status */
+    KVP_ADMIN_CLIENTS = 4,    /* kvp_admin_range; reply: kvp_admin_list + kvp_admin_client[] */
+    KVP_ADMIN_CHAINS = 5,     /* kvp_admin_range; reply: kvp_admin_list + kvp_admin_chain[] */
+    KVP_ADMIN_SHOW = 6,       /* kvp_admin_key; reply: kvp_admin_show + kvp_admin_page[], each
+                                 followed by its ntok float32 scores (scored) */
+    KVP_ADMIN_POOL = 7,       /* kvp_admin_range; reply: kvp_admin_list + kvp_admin_ns[] */
+    KVP_ADMIN_EVICT = 8,      /* (admin) kvp_admin_key: evict that prefix and everything that
+                                 extends it; reply: kvp_admin_evict (E_NOENT: unknown hash) */
+    KVP_ADMIN_POLICY_GET = 9, /* reply: kvp_admin_policy */
+    KVP_ADMIN_POLICY_SET = 10, /* (admin) NUL-terminated policy name; reply: kvp_admin_policy */
+    KVP_ADMIN_SPILL = 11,     /* reply: kvp_admin_spill */
+    KVP_ADMIN_CONFIG = 12,    /* reply: the effective configuration as INI text (not terminated) */
+    KVP_ADMIN_LATENCY = 13,   /* reply: kvp_admin_latency */
 };
+
+/* Argument of listings: entries from `start`, at most `max` of them (0: as many as fit). */
+struct kvp_admin_range {
+    uint32_t start;
+    uint32_t max;
+};
+_Static_assert(sizeof(struct kvp_admin_range) == 8, "wire struct");
+
+struct kvp_admin_list {
+    uint32_t total; /* entries that exist now */
+    uint32_t next;  /* index after the last entry returned */
+};
+_Static_assert(sizeof(struct kvp_admin_list) == 8, "wire struct");
+
+/* Argument of SHOW and EVICT: a block hash (names a whole prefix) in namespace ns_id (0: any). */
+struct kvp_admin_key {
+    uint8_t hash[KVP_HASH_BYTES];
+    uint32_t ns_id;
+    uint32_t flags; /* 0 */
+};
+_Static_assert(sizeof(struct kvp_admin_key) == 24, "wire struct");
+
+struct kvp_admin_status {
+    char version[16];       /* kvd's version, NUL-terminated */
+    char backend[16];       /* arena backend name */
+    char policy[32];        /* current eviction policy */
+    char run_dir[128];      /* truncated to fit, NUL-terminated */
+    char state_dir[128];
+    uint32_t pid;
+    uint32_t metrics_port;  /* bound port of the metrics endpoint, 0 when off */
+    uint64_t uptime_ms;
+    uint64_t arena_bytes;
+    uint64_t chunk_bytes;
+    uint32_t nchunks;
+    uint32_t nchunks_free;
+    uint32_t clients;
+    uint32_t namespaces;
+    uint64_t watchdog_ms;   /* systemd watchdog interval, 0 when none */
+    uint32_t admin;         /* 1 if the asking client may run admin sub-commands */
+    uint32_t reserved;
+};
+_Static_assert(sizeof(struct kvp_admin_status) == 384, "wire struct");
+
+struct kvp_admin_client {
+    uint32_t id;
+    int32_t pid;
+    uint32_t uid;
+    uint32_t gid;
+    uint8_t state;     /* 1 hello, 2 welcomed, 3 attached */
+    uint8_t admin;
+    uint8_t pidfd;     /* death is seen through a pidfd */
+    uint8_t reserved;
+    uint32_t ns_id;    /* 0 before ATTACH */
+    uint64_t leases;   /* leases held (a page may be leased more than once) */
+    uint64_t pages;    /* distinct pages leased */
+    uint64_t requests;
+    uint64_t age_ms;
+    uint64_t idle_ms;  /* since the last request */
+    char ns[KVP_MAX_NS_NAME];
+};
+_Static_assert(sizeof(struct kvp_admin_client) == 128, "wire struct");
+
+enum { KVP_TIER_POOL = 1, KVP_TIER_WRITING = 2, KVP_TIER_SPILL = 3 };
+
+/* One chain: a prefix that nothing extends (a leaf of the prefix tree), named by its last hash. */
+struct kvp_admin_chain {
+    uint8_t hash[KVP_HASH_BYTES];
+    uint32_t ns_id;
+    uint32_t pages;   /* blocks from the root to this leaf that are in the pool */
+    uint64_t tokens;
+    uint32_t refs;    /* leases on the chain's pages, all clients */
+    uint32_t pinned;  /* pages of the chain with at least one lease */
+    uint64_t hits;    /* lookups that returned the leaf */
+    float score;      /* attention mass reported for the chain's tokens, summed */
+    uint8_t tier;     /* KVP_TIER_* of the leaf */
+    uint8_t k_fmt;
+    uint8_t v_fmt;
+    uint8_t reserved;
+};
+_Static_assert(sizeof(struct kvp_admin_chain) == 56, "wire struct");
+
+struct kvp_admin_show {
+    uint32_t ns_id;
+    uint32_t npages;      /* kvp_admin_page entries that follow (root first) */
+    uint64_t page_bytes;
+    uint64_t tokens;
+    struct kv_layout layout;
+    uint32_t flags;       /* KVP_SHOW_* */
+    char ns[KVP_MAX_NS_NAME];
+};
+_Static_assert(sizeof(struct kvp_admin_show) == 104, "wire struct");
+#define KVP_SHOW_TRUNCATED 1u /* the chain was longer than one reply holds: the leaf end is kept */
+#define KVP_SHOW_SPILLED   2u /* the hash is in the spill tier only: no pages follow */
+
+struct kvp_admin_page {
+    uint8_t hash[KVP_HASH_BYTES];
+    uint32_t page_id;
+    uint16_t ntok;
+    uint8_t tier;         /* KVP_TIER_* */
+    uint8_t flags;        /* KVP_PAGE_DEMOTED */
+    uint64_t offset;
+    uint32_t refs;
+    uint32_t n_children;
+    uint64_t hits;
+    float score_sum;      /* reported attention mass over the page's tokens */
+    float score_max;
+    float k_scale_min, k_scale_max, k_scale_mean; /* per-token/group scales in the page (host */
+    float v_scale_min, v_scale_max, v_scale_mean; /* arena, scaled formats); NaN when unknown */
+    uint16_t nscores;     /* float32 scores that follow this entry (0 or ntok) */
+    uint16_t reserved[3];
+};
+_Static_assert(sizeof(struct kvp_admin_page) == 88, "wire struct");
+
+struct kvp_admin_ns {
+    char name[KVP_MAX_NS_NAME];
+    uint32_t id;
+    uint32_t nclients;
+    struct kv_layout layout;
+    uint32_t reserved;
+    uint64_t page_bytes;
+    uint32_t nchunks, npages, nfree, nwriting, ncommitted, npinned;
+    uint64_t nspilled;    /* SPILLED index records of the namespace */
+};
+_Static_assert(sizeof(struct kvp_admin_ns) == 128, "wire struct");
+
+struct kvp_admin_evict {
+    uint32_t evicted;     /* pages evicted */
+    uint32_t busy;        /* pages of the prefix left because a lease pins them */
+};
+_Static_assert(sizeof(struct kvp_admin_evict) == 8, "wire struct");
+
+struct kvp_admin_policy {
+    char current[32];
+    char known[224];      /* comma-separated names */
+};
+_Static_assert(sizeof(struct kvp_admin_policy) == 256, "wire struct");
+
+struct kvp_admin_spill {
+    char state_dir[128];
+    uint32_t enabled;     /* a spill store is open */
+    uint32_t reserved;
+    uint64_t spilled;     /* SPILLED records in the index */
+    uint64_t writes, restores, dropped, checksum_failures;
+};
+_Static_assert(sizeof(struct kvp_admin_spill) == 176, "wire struct");
+
+/* Request latency histogram: count[i] requests took <= bound_us[i] (cumulative only in metrics;
+ * here per bucket), the last bucket is +Inf (bound 0). */
+struct kvp_admin_latency {
+    uint32_t nbuckets;
+    uint32_t reserved;
+    uint64_t bound_us[16];
+    uint64_t count[16];
+    double sum_s;
+};
+_Static_assert(sizeof(struct kvp_admin_latency) == 272, "wire struct");
 
 /* STATS reply: one kvp_stats. */
 #define KVP_STATS_MAP(X)                                                                           \

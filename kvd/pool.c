@@ -346,6 +346,21 @@ int kv_pool_evict_one(struct kv_pool *p, struct kv_ns *ns)
     return 0;
 }
 
+int kv_pool_evict_page(struct kv_pool *p, struct kv_page *pg)
+{
+    struct kv_ns *ns = pg->chunk->ns;
+
+    if (pg->state != KV_PAGE_COMMITTED || pg->refs || pg->n_children || !pg->pol.linked)
+        return -EBUSY;
+    p->pol_ops->remove(ns->pol, &pg->pol);
+    pg->state = KV_PAGE_EVICTING;
+    if (p->evict_hook)
+        p->evict_hook(p->evict_arg, pg);
+    page_free(p, pg);
+    p->evictions++;
+    return 0;
+}
+
 int kv_pool_alloc(struct kv_pool *p, struct kv_ns *ns, uint32_t client, uint32_t n,
                   struct kv_page **out)
 {
