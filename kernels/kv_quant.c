@@ -118,37 +118,6 @@ static float fmt_qmax(int fmt)
     }
 }
 
-/* Largest f16 <= v (|v| <= 65504). */
-static uint16_t f16_down(float v)
-{
-    uint16_t h = kv_f16_from_f32(v);
-    if (kv_f16_to_f32(h) > v)
-        h = (h & 0x8000) ? (uint16_t)(h + 1) : (h == 0 ? 0x8001 : (uint16_t)(h - 1));
-    return h;
-}
-
-/* Smallest f16 >= v (0 <= v <= 65504). */
-static uint16_t f16_up(float v)
-{
-    uint16_t h = kv_f16_from_f32(v);
-    if (kv_f16_to_f32(h) < v)
-        h = (uint16_t)(h + 1);
-    return h;
-}
-
-/* Asymmetric parameters for a group whose clamped finite values span [mn, mx] (mn > mx: none). */
-static struct kv_sm16 asym_params(float mn, float mx, float qmax, float *s, float *m)
-{
-    struct kv_sm16 r;
-    if (mn > mx)
-        mn = mx = 0.0f;
-    r.min = f16_down(mn);
-    *m = kv_f16_to_f32(r.min);
-    r.scale = f16_up((mx - *m) / qmax);
-    *s = kv_f16_to_f32(r.scale);
-    return r;
-}
-
 /* ---- segments ------------------------------------------------------------------------------- */
 
 static size_t dtype_size(int dtype)
@@ -213,7 +182,7 @@ static void quant_asym_rows(const struct kvq_ops *o, const struct kv_layout *l, 
         for (unsigned g = 0; g < ng; g++) {
             float mn = INFINITY, mx = -INFINITY;
             o->minmax(&mn, &mx, x + g * gsz, gsz, 1);
-            sm[(size_t)t * ng + g] = asym_params(mn, mx, fmt_qmax(fmt), &s[g], &m[g]);
+            sm[(size_t)t * ng + g] = kvq_asym_params(mn, mx, fmt_qmax(fmt), &s[g], &m[g]);
         }
         o->a_enc(w + t * row_words, x, d, gsz, s, m, bits);
     }
@@ -238,7 +207,7 @@ static void quant_kivi_k(const struct kvq_ops *o, const struct kv_layout *l, int
         for (unsigned t = t0; t < t1; t++)
             o->minmax(mn, mx, src_row(o, buf, src, dtype, ts, t, d), d, d);
         for (unsigned c = 0; c < d; c++)
-            sm[(size_t)(t0 / G) * d + c] = asym_params(mn[c], mx[c], fmt_qmax(fmt), &s[c], &m[c]);
+            sm[(size_t)(t0 / G) * d + c] = kvq_asym_params(mn[c], mx[c], fmt_qmax(fmt), &s[c], &m[c]);
         for (unsigned t = t0; t < t1; t++)
             o->a_enc(w + t * row_words, src_row(o, buf, src, dtype, ts, t, d), d, 1, s, m, bits);
         for (unsigned t = t1 > t0 ? t1 : t0; t < t0 + G; t++)

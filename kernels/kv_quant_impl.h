@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kv_quant.h"
+#include "kv_quant_scalar.h"
 
 struct kvq_ops {
     /* dst[i] = (float)src[i] for dtype f32/f16/bf16 (exact). */
@@ -45,19 +46,5 @@ struct kvq_ops {
 
 extern const struct kvq_ops kvq_ops_ref;
 extern const struct kvq_ops kvq_ops_avx2; /* only valid when the CPU has AVX2+F16C+FMA */
-
-static inline uint32_t kvq_f2u(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static inline float kvq_u2f(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 #endif

@@ -1,11 +1,6 @@
 /*
- * kv_quant_ref.c - the scalar reference: the specification of every conversion and row operation.
- *
- * FP8 encoding works on the bits of |x| (RNE by adding half an ulp minus one plus the lowest kept
- * bit); the subnormal range lets the FPU round (adding 2^14 (E4M3) / 2^7 (E5M2), whose ulp is the
- * FP8 subnormal step). Results equal NVIDIA's __nv_cvt_float_to_fp8(x, __NV_SATFINITE, ...) on
- * every input (checked by tests/kernels against committed golden vectors and, when cuda_fp8.h is
- * present, live). The SIMD tiers implement exactly these steps lane by lane.
+ * kv_quant_ref.c - the scalar reference: the specification of every row operation (scalar
+ * conversions: kv_quant_scalar.h). The SIMD tiers implement exactly these steps lane by lane.
  */
 #include <math.h>
 
@@ -13,77 +8,37 @@
 
 uint8_t kv_fp8_e4m3_from_f32(float x)
 {
-    uint32_t u = kvq_f2u(x), sign = (u >> 24) & 0x80, a = u & 0x7fffffff;
-
-    if (a > 0x7f800000)
-        return 0x7f; /* NaN: NVIDIA's canonical NaN, sign dropped */
-    if (a > 0x43e00000)
-        a = 0x43e00000;  /* saturate to 448 (also +-inf) */
-    if (a >= 0x3c800000) /* >= 2^-6: normal */
-        return (uint8_t)(sign | (((a + 0x7ffff + ((a >> 20) & 1)) >> 20) - 960));
-    return (uint8_t)(sign | (kvq_f2u(kvq_u2f(a) + 16384.0f) - 0x46800000));
+    return kvq_fp8_enc(x, 0);
 }
 
 uint8_t kv_fp8_e5m2_from_f32(float x)
 {
-    uint32_t u = kvq_f2u(x), sign = (u >> 24) & 0x80, a = u & 0x7fffffff;
-
-    if (a > 0x7f800000)
-        return 0x7f;
-    if (a > 0x47600000)
-        a = 0x47600000;  /* 57344 */
-    if (a >= 0x38800000) /* >= 2^-14 */
-        return (uint8_t)(sign | (((a + 0xfffff + ((a >> 21) & 1)) >> 21) - 448));
-    return (uint8_t)(sign | (kvq_f2u(kvq_u2f(a) + 128.0f) - 0x43000000));
+    return kvq_fp8_enc(x, 1);
 }
 
 float kv_fp8_e4m3_to_f32(uint8_t c)
 {
-    if ((c & 0x7f) == 0x7f)
-        return kvq_u2f(0x7fffe000);
-    /* E4M3 bits shifted into an f16 are the value / 2^8 (subnormals included). */
-    float f = kv_f16_to_f32((uint16_t)((c & 0x7f) << 7)) * 256.0f;
-    return kvq_u2f(kvq_f2u(f) | (uint32_t)(c & 0x80) << 24);
+    return kvq_fp8_dec(c, 0);
 }
 
 float kv_fp8_e5m2_to_f32(uint8_t c)
 {
-    if ((c & 0x7f) > 0x7c)
-        return kvq_u2f(0x7fffe000);
-    return kv_f16_to_f32((uint16_t)(c << 8)); /* E5M2 is the top byte of an f16 */
+    return kvq_fp8_dec(c, 1);
 }
 
 uint16_t kv_f16_from_f32(float x)
 {
-    uint32_t u = kvq_f2u(x), sign = (u >> 16) & 0x8000, a = u & 0x7fffffff;
-
-    if (a > 0x7f800000)
-        return (uint16_t)(sign | 0x7e00 | ((a >> 13) & 0x3ff));
-    if (a >= 0x477ff000) /* >= 65520 rounds to inf */
-        return (uint16_t)(sign | 0x7c00);
-    if (a >= 0x38800000) /* >= 2^-14 */
-        return (uint16_t)(sign | (((a + 0xfff + ((a >> 13) & 1)) >> 13) - (112 << 10)));
-    return (uint16_t)(sign | (kvq_f2u(kvq_u2f(a) + 0.5f) - 0x3f000000));
+    return kvq_f16_enc(x);
 }
 
 float kv_f16_to_f32(uint16_t h)
 {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-
-    if (e == 0x1f)
-        return kvq_u2f(sign | 0x7f800000 | m << 13);
-    if (e == 0) /* subnormal or zero: m * 2^-24, exact */
-        return kvq_u2f(kvq_f2u((float)m * 0x1p-24f) | sign);
-    return kvq_u2f(sign | (e + 112) << 23 | m << 13);
+    return kvq_f16_dec(h);
 }
 
 uint16_t kv_bf16_from_f32(float x)
 {
-    uint32_t u = kvq_f2u(x);
-
-    if ((u & 0x7fffffff) > 0x7f800000)
-        return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+    return kvq_bf16_enc(x);
 }
 
 float kv_bf16_to_f32(uint16_t h)
