@@ -1,0 +1,546 @@
+/*
+ * bench_rpc.c - kvbench-rpc: what a request through libkvclient and kvd costs, next to its floor,
+ * a raw ZeroMQ DEALER/ROUTER echo that answers each request with a reply of exactly the size kvd
+ * would send (so both carry the same bytes over the same ipc:// transport), measured in one run.
+ *
+ *   1. round trips: lookup+pin of a 64-page chain (1048 B request, 1048 B reply), then its release
+ *      (272 B / 16 B) measured on its own; p50 and p99 of each, beside the echo of the same sizes.
+ *      kvd and echo blocks alternate so drift hits both alike.
+ *   2. pipelined: 1, 4 and 8 client processes, each keeping 64 requests in flight; one operation
+ *      is a lookup+pin and then the release of what it pinned. Operations per second, beside the
+ *      same pattern against the echo.
+ *   3. --big: 64 client processes x OPS operations each (default 10^5), counting every error
+ *      (a failed call or a lookup that does not hit all 64 pages). Long: run it by hand, niced.
+ *
+ * kvbench-rpc starts its own kvd (64 MiB host arena) and echo server in a temp dir; clients and the
+ * echo server are fresh exec()s of this binary, so no ZeroMQ context crosses a fork.
+ *
+ *   kvbench-rpc [--kvd PATH] [--iters N] [--ops N] [--big [OPS]]
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "kvclient.h"
+#include "proto.h"
+
+#define CHAIN  64
+#define DEPTH  64
+#define NS     "bench"
+#define MAXCLI 64
+
+static const struct kvc_layout layout = {.n_layers = 2,
+                                         .n_kv_heads = 2,
+                                         .head_dim = 64,
+                                         .page_tokens = 16,
+                                         .k_fmt = KVC_FMT_FP8_E4M3,
+                                         .v_fmt = KVC_FMT_FP8_E4M3};
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "kvbench-rpc: %s: %s\n", what, rc < 0 ? kvc_strerror(rc) : "failed");
+    exit(1);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double pct(double *v, int n, double p)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return v[(int)(p * (n - 1) + 0.5)];
+}
+
+static void make_chain(struct kvc_hash *chain)
+{
+    struct kvc_hasher h;
+    int32_t t[CHAIN * 16];
+
+    for (int i = 0; i < CHAIN * 16; i++)
+        t[i] = (int32_t)((i * 7919) % 32000);
+    if (kvc_hasher_init(&h, NS, &layout, NULL, 0) < 0 ||
+        kvc_hash_chain(&h, t, CHAIN * 16, NULL, chain, CHAIN) != CHAIN)
+        die("hash", -EINVAL);
+}
+
+/* ---- raw echo: frames sized like kvd's --------------------------------------------------- */
+
+/* The reply kvd sends for this request: its size. */
+static size_t reply_size(const uint8_t *req, size_t len)
+{
+    struct kvp_hdr h;
+    if (len < sizeof(h))
+        return sizeof(h);
+    memcpy(&h, req, sizeof(h));
+    if (h.op == KVP_OP_LOOKUP)
+        return sizeof(h) + sizeof(struct kvp_lookup_rep) +
+               (size_t)h.count * sizeof(struct kvp_page);
+    return sizeof(h);
+}
+
+static int echo_server(const char *ep)
+{
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_ROUTER);
+    static uint8_t rep[1 << 16];
+    int zero = 0;
+
+    zmq_setsockopt(s, ZMQ_SNDHWM, &zero, sizeof(zero));
+    zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof(zero));
+    if (zmq_bind(s, ep) != 0)
+        return 1;
+    printf("ready\n");
+    fflush(stdout);
+    for (;;) {
+        zmq_msg_t rid, body;
+        zmq_msg_init(&rid);
+        zmq_msg_init(&body);
+        if (zmq_msg_recv(&rid, s, 0) < 0 || zmq_msg_recv(&body, s, 0) < 0)
+            break;
+        size_t n = reply_size(zmq_msg_data(&body), zmq_msg_size(&body));
+        memcpy(rep, zmq_msg_data(&body), sizeof(struct kvp_hdr)); /* echo the header (seq) */
+        zmq_msg_send(&rid, s, ZMQ_SNDMORE);
+        zmq_send(s, rep, n, 0);
+        zmq_msg_close(&body);
+    }
+    return 0;
+}
+
+struct echo_cli {
+    void *ctx, *sock;
+    uint8_t look[16 + 8 + CHAIN * 16];
+    uint8_t rel[16 + CHAIN * 4];
+};
+
+static void echo_open(struct echo_cli *e, const char *ep)
+{
+    int zero = 0;
+    e->ctx = zmq_ctx_new();
+    e->sock = zmq_socket(e->ctx, ZMQ_DEALER);
+    zmq_setsockopt(e->sock, ZMQ_SNDHWM, &zero, sizeof(zero));
+    zmq_setsockopt(e->sock, ZMQ_RCVHWM, &zero, sizeof(zero));
+    zmq_setsockopt(e->sock, ZMQ_LINGER, &zero, sizeof(zero));
+    if (zmq_connect(e->sock, ep) != 0)
+        die("echo connect", -errno);
+    memset(e->look, 0x5a, sizeof(e->look));
+    memset(e->rel, 0x5a, sizeof(e->rel));
+    kvp_put_hdr(e->look, KVP_OP_LOOKUP, 0, 0, CHAIN);
+    kvp_put_hdr(e->rel, KVP_OP_RELEASE, 0, 0, CHAIN);
+}
+
+static void echo_send(struct echo_cli *e, int lookup, uint32_t seq)
+{
+    uint8_t *f = lookup ? e->look : e->rel;
+    memcpy(f + offsetof(struct kvp_hdr, seq), &seq, sizeof(seq));
+    if (zmq_send(e->sock, f, lookup ? sizeof(e->look) : sizeof(e->rel), 0) < 0)
+        die("echo send", -errno);
+}
+
+/* Receive one reply; returns its op. */
+static int echo_recv(struct echo_cli *e)
+{
+    uint8_t buf[16 + 8 + CHAIN * 16];
+    struct kvp_hdr h;
+    if (zmq_recv(e->sock, buf, sizeof(buf), 0) < (int)sizeof(h))
+        die("echo recv", -errno);
+    memcpy(&h, buf, sizeof(h));
+    return h.op;
+}
+
+/* ---- kvd client ---------------------------------------------------------------------------- */
+
+static struct kvc *kvd_open(const char *run_dir)
+{
+    struct kvc_opts o = KVC_OPTS_INIT;
+    struct kvc *c;
+    int rc;
+
+    o.run_dir = run_dir;
+    o.ns = NS;
+    o.layout = layout;
+    o.timeout_ms = 30000;
+    rc = kvc_open(&o, &c);
+    if (rc < 0)
+        die("kvc_open", rc);
+    return c;
+}
+
+/* ---- pipelined client (a separate process) --------------------------------------------------- */
+
+struct slot {
+    struct kvc_req r;
+    struct kvc_page pages[CHAIN];
+};
+
+/* One op = lookup+pin then release; DEPTH requests in flight. Prints "ops errors us". */
+static int client_main(const char *kind, const char *where, long ops)
+{
+    static struct slot s[DEPTH];
+    struct kvc_hash chain[CHAIN];
+    long started = 0, done_ops = 0, errors = 0;
+    char go[16];
+    double t0;
+
+    make_chain(chain);
+    if (strcmp(kind, "kvd") == 0) {
+        struct kvc *c = kvd_open(where);
+        struct kvc_req *d;
+
+        printf("ready\n");
+        fflush(stdout);
+        if (fgets(go, sizeof(go), stdin) == NULL)
+            return 1;
+        t0 = now_us();
+        for (int i = 0; i < DEPTH && started < ops; i++, started++) {
+            s[i].r = (struct kvc_req){.op = KVC_OP_LOOKUP,
+                                      .flags = KVC_LOOKUP_PIN,
+                                      .count = CHAIN,
+                                      .hashes = chain,
+                                      .pages = s[i].pages};
+            if (kvc_submit(c, &s[i].r) < 0)
+                die("submit", -EIO);
+        }
+        while (done_ops < ops) {
+            int rc = kvc_complete(c, 30000, &d);
+            if (rc < 0)
+                die("complete", rc);
+            struct slot *sl = (struct slot *)d;
+            if (d->op == KVC_OP_LOOKUP) {
+                if (d->result < 0 || d->n_out != CHAIN) {
+                    errors++;
+                    if (d->result < 0 || d->n_out == 0) { /* nothing to release */
+                        done_ops++;
+                        goto next;
+                    }
+                }
+                sl->r =
+                    (struct kvc_req){.op = KVC_OP_RELEASE, .count = d->n_out, .pages = sl->pages};
+                if (kvc_submit(c, &sl->r) < 0)
+                    errors++;
+                continue;
+            }
+            errors += d->result < 0;
+            done_ops++;
+        next:
+            if (started < ops) {
+                sl->r = (struct kvc_req){.op = KVC_OP_LOOKUP,
+                                         .flags = KVC_LOOKUP_PIN,
+                                         .count = CHAIN,
+                                         .hashes = chain,
+                                         .pages = sl->pages};
+                if (kvc_submit(c, &sl->r) < 0)
+                    errors++;
+                else
+                    started++;
+            }
+        }
+        printf("%ld %ld %.0f\n", done_ops, errors, now_us() - t0);
+        kvc_close(c);
+    } else {
+        struct echo_cli e;
+        echo_open(&e, where);
+        echo_send(&e, 1, 0); /* connect before the clock starts */
+        echo_recv(&e);
+        printf("ready\n");
+        fflush(stdout);
+        if (fgets(go, sizeof(go), stdin) == NULL)
+            return 1;
+        t0 = now_us();
+        for (; started < DEPTH && started < ops; started++)
+            echo_send(&e, 1, (uint32_t)started);
+        while (done_ops < ops) {
+            if (echo_recv(&e) == KVP_OP_LOOKUP) {
+                echo_send(&e, 0, 0);
+                continue;
+            }
+            done_ops++;
+            if (started < ops) {
+                echo_send(&e, 1, (uint32_t)started);
+                started++;
+            }
+        }
+        printf("%ld %ld %.0f\n", done_ops, errors, now_us() - t0);
+    }
+    fflush(stdout);
+    return 0;
+}
+
+/* ---- processes ------------------------------------------------------------------------------ */
+
+struct proc {
+    pid_t pid;
+    FILE *out;
+    int in;
+};
+
+static void spawn(struct proc *p, char *const argv[])
+{
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
+        die("pipe", -errno);
+    p->pid = fork();
+    if (p->pid < 0)
+        die("fork", -errno);
+    if (p->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    p->in = in[1];
+    p->out = fdopen(out[0], "r");
+}
+
+static void expect_ready(struct proc *p)
+{
+    char line[64];
+    if (fgets(line, sizeof(line), p->out) == NULL || strncmp(line, "ready", 5) != 0)
+        die("a child did not start", -EIO);
+}
+
+/* Run n pipelined clients of kind against where; returns ops/s; adds errors. */
+static double run_clients(const char *kind, const char *where, int n, long ops, long *errors)
+{
+    static struct proc p[MAXCLI];
+    char ops_s[32];
+    double t0, t1, sum_ops = 0;
+
+    snprintf(ops_s, sizeof(ops_s), "%ld", ops);
+    for (int i = 0; i < n; i++) {
+        char *argv[] = {"kvbench-rpc", "--client", (char *)kind, (char *)where, ops_s, NULL};
+        spawn(&p[i], argv);
+    }
+    for (int i = 0; i < n; i++)
+        expect_ready(&p[i]);
+    t0 = now_us();
+    for (int i = 0; i < n; i++)
+        if (write(p[i].in, "go\n", 3) != 3)
+            die("go", -EIO);
+    for (int i = 0; i < n; i++) {
+        long d, e;
+        double us;
+        if (fscanf(p[i].out, "%ld %ld %lf", &d, &e, &us) != 3)
+            die("client result", -EIO);
+        sum_ops += (double)d;
+        *errors += e;
+        waitpid(p[i].pid, NULL, 0);
+        fclose(p[i].out);
+        close(p[i].in);
+    }
+    t1 = now_us();
+    return sum_ops / ((t1 - t0) / 1e6);
+}
+
+static pid_t start_kvd(const char *kvd, const char *dir, char *run_dir, size_t len)
+{
+    char state[200], sock[220];
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    pid_t pid;
+
+    snprintf(run_dir, len, "%s/run", dir);
+    snprintf(state, sizeof(state), "%s/state", dir);
+    pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execl(kvd, kvd, "--run-dir", run_dir, "--state-dir", state, "--arena-size", "64M",
+              "--chunk-size", "4M", "--heartbeat-ms", "60000", "--foreground", (char *)NULL);
+        _exit(127);
+    }
+    snprintf(sock, sizeof(sock), "%s/kvd.sock", run_dir);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", sock);
+    for (int i = 0; i < 1000; i++) {
+        int s = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+        int ok = connect(s, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        close(s);
+        if (ok)
+            return pid;
+        usleep(10000);
+    }
+    die("kvd did not start", -ETIMEDOUT);
+    return -1;
+}
+
+static void commit_chain(struct kvc *c, const struct kvc_hash *chain)
+{
+    struct kvc_page p[CHAIN];
+    struct kvc_commit e[CHAIN];
+    int rc = kvc_alloc(c, CHAIN, chain, p);
+
+    if (rc < 0)
+        die("alloc", rc);
+    for (int i = 0; i < CHAIN; i++) {
+        e[i] = (struct kvc_commit){.page_id = p[i].id, .ntok = 16, .hash = chain[i]};
+        if (i)
+            e[i].parent = chain[i - 1];
+    }
+    if ((rc = kvc_commit(c, e, CHAIN, p)) < 0 || (rc = kvc_release_pages(c, p, CHAIN)) < 0)
+        die("commit", rc);
+}
+
+int main(int argc, char **argv)
+{
+    const char *kvd = getenv("KVBENCH_KVD");
+    long iters = 5000, ops = 20000, big = 0;
+    char dir[] = "/tmp/kvbench-rpc.XXXXXX", run_dir[200], echo_ep[240];
+    struct kvc_hash chain[CHAIN];
+    struct proc echo;
+    pid_t kvd_pid;
+
+    if (argc >= 2 && strcmp(argv[1], "--echo-server") == 0 && argc == 3)
+        return echo_server(argv[2]);
+    if (argc >= 2 && strcmp(argv[1], "--client") == 0 && argc == 5)
+        return client_main(argv[2], argv[3], atol(argv[4]));
+#ifdef KVBENCH_KVD
+    if (kvd == NULL)
+        kvd = KVBENCH_KVD;
+#endif
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--kvd") == 0 && i + 1 < argc)
+            kvd = argv[++i];
+        else if (strcmp(argv[i], "--iters") == 0 && i + 1 < argc)
+            iters = atol(argv[++i]);
+        else if (strcmp(argv[i], "--ops") == 0 && i + 1 < argc)
+            ops = atol(argv[++i]);
+        else if (strcmp(argv[i], "--big") == 0)
+            big = (i + 1 < argc && argv[i + 1][0] != '-') ? atol(argv[++i]) : 100000;
+        else {
+            fprintf(stderr,
+                    "usage: kvbench-rpc [--kvd PATH] [--iters N] [--ops N] [--big [OPS]]\n");
+            return 2;
+        }
+    }
+    if (kvd == NULL || iters < 10 || ops < 1)
+        die("no kvd binary (--kvd PATH)", -EINVAL);
+    if (mkdtemp(dir) == NULL)
+        die("mkdtemp", -errno);
+    signal(SIGPIPE, SIG_IGN);
+    kvd_pid = start_kvd(kvd, dir, run_dir, sizeof(run_dir));
+    snprintf(echo_ep, sizeof(echo_ep), "ipc://%s/echo.zmq", dir);
+    {
+        char *argv2[] = {"kvbench-rpc", "--echo-server", echo_ep, NULL};
+        spawn(&echo, argv2);
+        expect_ready(&echo);
+    }
+    make_chain(chain);
+    struct kvc *c = kvd_open(run_dir);
+    commit_chain(c, chain);
+
+    if (big) {
+        long errors = 0;
+        double r = run_clients("kvd", run_dir, MAXCLI, big, &errors);
+        printf("kvbench-rpc --big: %d clients x %ld ops (lookup+pin of %d pages, then release), "
+               "depth %d\n  %.0f ops/s, errors: %ld\n",
+               MAXCLI, big, CHAIN, DEPTH, r, errors);
+        goto out;
+    }
+
+    /* 1. round trips, kvd and echo alternating in blocks of 100 */
+    {
+        double *lk = calloc((size_t)iters, sizeof(double)),
+               *rl = calloc((size_t)iters, sizeof(double));
+        double *el = calloc((size_t)iters, sizeof(double)),
+               *er = calloc((size_t)iters, sizeof(double));
+        struct kvc_page p[CHAIN];
+        struct echo_cli e;
+        uint32_t hit, next;
+        long errors = 0;
+
+        echo_open(&e, echo_ep);
+        for (int w = 0; w < 200; w++) { /* warm both paths */
+            echo_send(&e, 1, 0);
+            echo_recv(&e);
+            if (kvc_lookup(c, chain, CHAIN, KVC_LOOKUP_PIN, 0, p, &hit, &next) < 0 ||
+                kvc_release_pages(c, p, hit) < 0)
+                errors++;
+        }
+        for (long i = 0; i < iters; i += 100) {
+            for (long k = i; k < i + 100 && k < iters; k++) {
+                double t0 = now_us();
+                int rc = kvc_lookup(c, chain, CHAIN, KVC_LOOKUP_PIN, 0, p, &hit, &next);
+                double t1 = now_us();
+                errors += rc < 0 || hit != CHAIN;
+                rc = kvc_release_pages(c, p, hit);
+                rl[k] = now_us() - t1;
+                lk[k] = t1 - t0;
+                errors += rc < 0;
+            }
+            for (long k = i; k < i + 100 && k < iters; k++) {
+                double t0 = now_us();
+                echo_send(&e, 1, 1);
+                echo_recv(&e);
+                double t1 = now_us();
+                echo_send(&e, 0, 2);
+                echo_recv(&e);
+                er[k] = now_us() - t1;
+                el[k] = t1 - t0;
+            }
+        }
+        double a50 = pct(lk, (int)iters, .5), a99 = pct(lk, (int)iters, .99);
+        double b50 = pct(el, (int)iters, .5), b99 = pct(el, (int)iters, .99);
+        double c50 = pct(rl, (int)iters, .5), c99 = pct(rl, (int)iters, .99);
+        double d50 = pct(er, (int)iters, .5), d99 = pct(er, (int)iters, .99);
+        printf("kvbench-rpc: round trips over ipc://, %ld each, kvd and raw DEALER/ROUTER echo "
+               "alternating\n",
+               iters);
+        printf("  %-44s %9s %9s\n", "", "p50 us", "p99 us");
+        printf("  %-44s %9.1f %9.1f\n", "kvd lookup+pin, 64-page chain (1048/1048 B)", a50, a99);
+        printf("  %-44s %9.1f %9.1f\n", "raw echo, same sizes", b50, b99);
+        printf("  %-44s %8.2fx %8.2fx   (goal <= 1.3x)\n", "ratio", a50 / b50, a99 / b99);
+        printf("  %-44s %9.1f %9.1f\n", "kvd release, 64 ids (272/16 B)", c50, c99);
+        printf("  %-44s %9.1f %9.1f\n", "raw echo, same sizes", d50, d99);
+        printf("  %-44s %8.2fx %8.2fx\n", "ratio", c50 / d50, c99 / d99);
+        printf("  errors: %ld\n", errors);
+        zmq_close(e.sock);
+        zmq_ctx_term(e.ctx);
+        free(lk), free(rl), free(el), free(er);
+    }
+
+    /* 2. pipelined throughput */
+    printf("pipelined, depth %d per client, op = lookup+pin of %d pages then its release, %ld "
+           "ops per client\n",
+           DEPTH, CHAIN, ops);
+    printf("  %-8s %12s %12s %8s\n", "clients", "kvd ops/s", "echo ops/s", "ratio");
+    for (int n = 1; n <= 8; n *= (n == 1 ? 4 : 2)) {
+        long ek = 0, ee = 0;
+        double k = run_clients("kvd", run_dir, n, ops, &ek);
+        double e = run_clients("echo", echo_ep, n, ops, &ee);
+        printf("  %-8d %12.0f %12.0f %7.2fx   (goal >= 0.7x) errors %ld\n", n, k, e, k / e, ek);
+    }
+out:
+    kvc_close(c);
+    kill(echo.pid, SIGKILL);
+    waitpid(echo.pid, NULL, 0);
+    kill(kvd_pid, SIGTERM);
+    waitpid(kvd_pid, NULL, 0);
+    {
+        char cmd[300];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "kvbench-rpc: could not remove %s\n", dir);
+    }
+    return 0;
+}
