@@ -182,6 +182,60 @@ static float attn_scale(const struct kv_attn_args *a)
     return a->softmax_scale > 0.0f ? a->softmax_scale : 1.0f / sqrtf((float)a->layout->head_dim);
 }
 
+/* A run of tokens of one span inside a decode window. */
+struct piece {
+    unsigned span, t0, n, off; /* tokens [t0, t0+n) of the span, at window offset off */
+};
+
+/* Fills pc[] with the next window (up to ATTN_CHUNK tokens from spans starting at *span, token
+ * *t_in) and advances the cursor. Returns the number of pieces; *cn gets the window's tokens. */
+static unsigned window_next(const struct kv_attn_args *a, unsigned *span, unsigned *t_in,
+                            struct piece *pc, unsigned *cn)
+{
+    unsigned np = 0;
+    *cn = 0;
+    while (*cn < ATTN_CHUNK && *span <= a->n_blocks) {
+        unsigned nt = *span < a->n_blocks ? a->blocks[*span].n_tokens : a->n_tail;
+        if (*t_in >= nt) {
+            (*span)++;
+            *t_in = 0;
+            continue;
+        }
+        unsigned take = nt - *t_in < ATTN_CHUNK - *cn ? nt - *t_in : ATTN_CHUNK - *cn;
+        pc[np++] = (struct piece){*span, *t_in, take, *cn};
+        *cn += take;
+        *t_in += take;
+    }
+    return np;
+}
+
+/* Prefetches the segment bytes (all KV heads, K and V) of a window's pages: pages are scattered
+ * in the arena, so the hardware prefetcher cannot guess the next one. */
+static void window_prefetch(const struct kv_attn_args *a, const struct piece *pc, unsigned np)
+{
+    const struct kv_layout *l = a->layout;
+    for (unsigned i = 0; i < np; i++) {
+        if (pc[i].span >= a->n_blocks)
+            continue;
+        for (unsigned kind = 0; kind < 2; kind++) {
+            int fmt = kind ? l->v_fmt : l->k_fmt;
+            size_t row = (size_t)l->head_dim * kv_fmt_bits(fmt) / 8,
+                   so = kv_seg_scale_offset(fmt, l);
+            size_t sb = so ? (kv_seg_bytes(fmt, l) - so) / l->page_tokens : 0;
+            for (unsigned h = 0; h < l->n_kv_heads; h++) {
+                const uint8_t *seg =
+                    a->blocks[pc[i].span].page + kv_seg_offset(l, a->layer, kind, h);
+                const uint8_t *d0 = seg + pc[i].t0 * row, *d1 = d0 + pc[i].n * row;
+                for (const uint8_t *x = d0; x < d1; x += 64)
+                    __builtin_prefetch(x, 0, 1);
+                const uint8_t *s0 = seg + so + pc[i].t0 * sb, *s1 = s0 + pc[i].n * sb;
+                for (const uint8_t *x = s0; x < s1; x += 64)
+                    __builtin_prefetch(x, 0, 1);
+            }
+        }
+    }
+}
+
 /* ---- decode ------------------------------------------------------------------------------- */
 
 int kv_attn_decode(const struct kv_attn_args *a)
@@ -194,77 +248,93 @@ int kv_attn_decode(const struct kv_attn_args *a)
 
     const struct attn_ops *ops = ops_get();
     const struct kv_layout *l = a->layout;
-    unsigned d = l->head_dim, nkv = l->n_kv_heads, g = a->n_q_heads / nkv;
+    unsigned d = l->head_dim, nkv = l->n_kv_heads, nqh = a->n_q_heads, g = nqh / nkv;
     size_t n_ctx = kv_attn_ctx_len(a);
     int want_scores = (a->scores || a->scores_head) && n_ctx > 0;
     float scale = attn_scale(a);
 
     if (n_ctx == 0) {
-        memset(a->out, 0, (size_t)a->n_q_heads * d * sizeof(float));
+        memset(a->out, 0, (size_t)nqh * d * sizeof(float));
         return 0;
     }
-    /* scratch: qs[g*d] acc[g*d] work[CHUNK*d] p[g*CHUNK] m[g] l[g] logits[g*n_ctx] */
-    size_t nf = 2 * (size_t)g * d + (size_t)ATTN_CHUNK * d + (size_t)g * ATTN_CHUNK + 2 * g +
-                (want_scores ? (size_t)g * n_ctx : 0);
+    /* scratch: qs[nqh*d] acc[nqh*d] work[CHUNK*d] p[g*CHUNK] m[nqh] l[nqh] logits[nqh*n_ctx] */
+    size_t nf = 2 * (size_t)nqh * d + (size_t)ATTN_CHUNK * d + (size_t)g * ATTN_CHUNK + 2 * nqh +
+                (want_scores ? (size_t)nqh * n_ctx : 0);
     float *buf = aligned_alloc(64, (nf * sizeof(float) + 63) / 64 * 64);
-    if (!buf)
+    struct piece *pc = malloc(2 * ATTN_CHUNK * sizeof(*pc));
+    if (!buf || !pc) {
+        free(buf);
+        free(pc);
         return -ENOMEM;
-    float *qs = buf, *acc = qs + (size_t)g * d, *work = acc + (size_t)g * d;
-    float *p = work + (size_t)ATTN_CHUNK * d, *m = p + (size_t)g * ATTN_CHUNK, *lsum = m + g;
-    float *lg = want_scores ? lsum + g : NULL;
+    }
+    float *qs = buf, *acc = qs + (size_t)nqh * d, *work = acc + (size_t)nqh * d;
+    float *p = work + (size_t)ATTN_CHUNK * d, *m = p + (size_t)g * ATTN_CHUNK, *lsum = m + nqh;
+    float *lg = want_scores ? lsum + nqh : NULL;
+    struct piece *next = pc + ATTN_CHUNK;
 
-    for (unsigned k = 0; k < nkv; k++) {
-        const float *qk = a->q + (size_t)k * g * d;
-        for (size_t i = 0; i < (size_t)g * d; i++)
-            qs[i] = qk[i] * scale;
-        memset(acc, 0, (size_t)g * d * sizeof(float));
-        for (unsigned h = 0; h < g; h++) {
-            m[h] = -INFINITY;
-            lsum[h] = 0.0f;
-        }
-        size_t pos = 0;
-        for (unsigned span = 0; span <= a->n_blocks; span++) {
+    for (size_t i = 0; i < (size_t)nqh * d; i++)
+        qs[i] = a->q[i] * scale;
+    memset(acc, 0, (size_t)nqh * d * sizeof(float));
+    for (unsigned h = 0; h < nqh; h++) {
+        m[h] = -INFINITY;
+        lsum[h] = 0.0f;
+    }
+    /* Windows of up to ATTN_CHUNK tokens gathered from consecutive spans (short pages), all KV
+     * heads per window: the softmax bookkeeping runs once per window and the pages are read in
+     * address order, the next window's prefetched while this one is computed. */
+    unsigned span = 0, t_in = 0, cn, ncn, np = window_next(a, &span, &t_in, pc, &cn);
+    for (size_t pos = 0; pos < n_ctx; pos += cn, cn = ncn) {
+        unsigned nnp = window_next(a, &span, &t_in, next, &ncn);
+        window_prefetch(a, next, nnp);
+        for (unsigned k = 0; k < nkv; k++) {
+            const float *qk = qs + (size_t)k * g * d;
+            float *ak = acc + (size_t)k * g * d, *lgk = lg ? lg + (size_t)k * g * n_ctx : NULL;
             struct attn_seg ks, vs;
-            unsigned nt = span_seg(a, span, k, KV_KIND_K, &ks);
-            span_seg(a, span, k, KV_KIND_V, &vs);
-            for (unsigned t0 = 0; t0 < nt; t0 += ATTN_CHUNK) {
-                unsigned n = nt - t0 < ATTN_CHUNK ? nt - t0 : ATTN_CHUNK;
-                if (lg) {
-                    ops->dot(&ks, t0, n, qs, g, lg + pos, n_ctx, work);
-                    for (unsigned h = 0; h < g; h++)
-                        memcpy(p + h * ATTN_CHUNK, lg + h * n_ctx + pos, n * sizeof(float));
-                } else {
-                    ops->dot(&ks, t0, n, qs, g, p, ATTN_CHUNK, work);
-                }
+            for (unsigned i = 0; i < np; i++) {
+                span_seg(a, pc[i].span, k, KV_KIND_K, &ks);
+                if (lgk)
+                    ops->dot(&ks, pc[i].t0, pc[i].n, qk, g, lgk + pos + pc[i].off, n_ctx, work);
+                else
+                    ops->dot(&ks, pc[i].t0, pc[i].n, qk, g, p + pc[i].off, ATTN_CHUNK, work);
+            }
+            if (lgk)
                 for (unsigned h = 0; h < g; h++)
-                    softmax_step(ops, p + h * ATTN_CHUNK, n, &m[h], &lsum[h], acc + (size_t)h * d,
-                                 d);
-                ops->axpy(&vs, t0, n, p, ATTN_CHUNK, g, acc, work);
-                pos += n;
+                    memcpy(p + h * ATTN_CHUNK, lgk + h * n_ctx + pos, cn * sizeof(float));
+            for (unsigned h = 0; h < g; h++)
+                softmax_step(ops, p + h * ATTN_CHUNK, cn, &m[k * g + h], &lsum[k * g + h],
+                             ak + (size_t)h * d, d);
+            for (unsigned i = 0; i < np; i++) {
+                span_seg(a, pc[i].span, k, KV_KIND_V, &vs);
+                ops->axpy(&vs, pc[i].t0, pc[i].n, p + pc[i].off, ATTN_CHUNK, g, ak, work);
             }
         }
-        for (unsigned h = 0; h < g; h++) {
-            float inv = 1.0f / lsum[h];
-            float *o = a->out + ((size_t)k * g + h) * d;
-            for (unsigned c = 0; c < d; c++)
-                o[c] = acc[(size_t)h * d + c] * inv;
-        }
-        if (!lg)
-            continue;
-        for (unsigned h = 0; h < g; h++) {
-            float *row = lg + h * n_ctx, inv = 1.0f / lsum[h];
-            ops->expsum(row, (unsigned)n_ctx, m[h]);
-            float *sk = a->scores ? a->scores + (size_t)k * n_ctx : NULL;
-            float *sh = a->scores_head ? a->scores_head + ((size_t)k * g + h) * n_ctx : NULL;
-            for (size_t j = 0; j < n_ctx; j++) {
-                float pj = row[j] * inv;
-                if (sk)
-                    sk[j] += pj;
-                if (sh)
-                    sh[j] += pj;
-            }
+        struct piece *t = pc;
+        pc = next;
+        next = t;
+        np = nnp;
+    }
+    if (next < pc) /* keep the allocation's start for free() */
+        pc = next;
+
+    for (unsigned h = 0; h < nqh; h++) {
+        float inv = 1.0f / lsum[h];
+        for (unsigned c = 0; c < d; c++)
+            a->out[(size_t)h * d + c] = acc[(size_t)h * d + c] * inv;
+    }
+    for (unsigned h = 0; lg && h < nqh; h++) {
+        float *row = lg + (size_t)h * n_ctx, inv = 1.0f / lsum[h];
+        ops->expsum(row, (unsigned)n_ctx, m[h]);
+        float *sk = a->scores ? a->scores + (size_t)(h / g) * n_ctx : NULL;
+        float *sh = a->scores_head ? a->scores_head + (size_t)h * n_ctx : NULL;
+        for (size_t j = 0; j < n_ctx; j++) {
+            float pj = row[j] * inv;
+            if (sk)
+                sk[j] += pj;
+            if (sh)
+                sh[j] += pj;
         }
     }
+    free(pc);
     free(buf);
     return 0;
 }

@@ -1,0 +1,279 @@
+/*
+ * bench_attn.c - kvbench-attn: decode attention over quantized pages, tokens/s and effective GB/s
+ * per format at 1k, 8k and 32k context, at the reference model's geometry (3 KV heads of 64
+ * channels, 3 query heads per KV head, 16-token pages of 30 layers) and at 1:1, beside F16 and
+ * beside the streaming-read bandwidth measured in the same run (single thread, like the kernel).
+ *
+ * Effective bytes = the segment bytes the call must read for one layer: K and V data plus their
+ * scales, for every KV head and context token (tails excluded: the context is whole pages).
+ * Times are medians of several batches; a batch repeats the call for at least --batch-ms of this
+ * thread's CPU time (CLOCK_THREAD_CPUTIME_ID: the shared 2-vCPU machines are often oversubscribed,
+ * and time spent descheduled is not the kernel's; memory bandwidth is still shared).
+ *
+ * Pages sit at their real stride (all layers), so one layer's slices are scattered as in the arena.
+ *
+ *   kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] [--reps R] [--ctx N]...
+ *                [--tier scalar|avx2]
+ */
+#include <errno.h>
+#include <immintrin.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "attn.h"
+#include "kv_quant.h"
+
+struct opts {
+    unsigned page_tokens, batch_ms, reps, n_ctx, ctx[8], layers;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, unsigned n)
+{
+    qsort(v, n, sizeof(double), cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Single-thread streaming read of `bytes` (AVX2 loads, OR-reduced so nothing is optimized out). */
+__attribute__((target("avx2"))) static double stream_read_gbs(const struct opts *o, size_t bytes)
+{
+    uint8_t *buf = aligned_alloc(64, bytes);
+    if (!buf)
+        return 0.0;
+    memset(buf, 1, bytes);
+    double t[16];
+    volatile int sink = 0;
+    for (unsigned r = 0; r < o->reps && r < 16; r++) {
+        double t0 = now_s();
+        unsigned it = 0;
+        do {
+            __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+            for (size_t i = 0; i < bytes; i += 128) {
+                a0 = _mm256_or_si256(a0, _mm256_load_si256((const __m256i *)(buf + i)));
+                a1 = _mm256_or_si256(a1, _mm256_load_si256((const __m256i *)(buf + i + 32)));
+                a2 = _mm256_or_si256(a2, _mm256_load_si256((const __m256i *)(buf + i + 64)));
+                a3 = _mm256_or_si256(a3, _mm256_load_si256((const __m256i *)(buf + i + 96)));
+            }
+            a0 = _mm256_or_si256(_mm256_or_si256(a0, a1), _mm256_or_si256(a2, a3));
+            sink += _mm256_extract_epi32(a0, 0);
+            it++;
+        } while (now_s() - t0 < o->batch_ms * 1e-3);
+        t[r] = (now_s() - t0) / it;
+    }
+    free(buf);
+    return bytes / median(t, o->reps < 16 ? o->reps : 16) * 1e-9;
+}
+
+struct ctxpages {
+    struct kv_layout l;
+    unsigned layer; /* the attended layer (the middle one) */
+    uint8_t *pages;
+    size_t map_bytes;
+    struct kv_attn_block *bt;
+    unsigned nblk;
+    size_t bytes; /* effective bytes per call */
+};
+
+/* Pages of the full model geometry (all layers) at their real stride in one mapping; only the
+ * attended layer's slice is written (the others are never touched, so cost no memory): it is
+ * copied from a one-layer page quantized by kv_quant_page, which has the same slice layout. */
+static int build(struct ctxpages *c, int fmt, unsigned n_ctx, const struct opts *o)
+{
+    unsigned T = o->page_tokens;
+    struct kv_layout l1 = {.n_layers = 1,
+                           .n_kv_heads = 3,
+                           .head_dim = 64,
+                           .page_tokens = (uint16_t)T,
+                           .k_fmt = (uint8_t)fmt,
+                           .v_fmt = (uint8_t)fmt,
+                           .group = 16};
+    struct kv_layout l = l1;
+    l.n_layers = (uint16_t)o->layers;
+    size_t pb = kv_page_bytes(&l), pb1 = kv_page_bytes(&l1);
+    if (!pb || !pb1)
+        return -EINVAL;
+    c->l = l;
+    c->layer = o->layers / 2;
+    c->nblk = (n_ctx + T - 1) / T;
+    c->map_bytes = c->nblk * pb;
+    c->pages = mmap(NULL, c->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (c->pages == MAP_FAILED) {
+        c->pages = NULL;
+        return -ENOMEM;
+    }
+    c->bt = calloc(c->nblk, sizeof(*c->bt));
+    float *src = malloc((size_t)T * 3 * 64 * sizeof(float));
+    uint8_t *one = aligned_alloc(64, pb1);
+    if (!c->bt || !src || !one) {
+        free(src);
+        free(one);
+        return -ENOMEM;
+    }
+    size_t off = kv_seg_offset(&l, c->layer, 0, 0);
+    uint32_t s = 12345;
+    int rc = 0;
+    for (unsigned b = 0; b < c->nblk && rc == 0; b++) {
+        for (size_t i = 0; i < (size_t)T * 3 * 64; i++) {
+            s = s * 1664525u + 1013904223u;
+            src[i] = (float)((s >> 8) * (1.0 / 8388608.0) - 1.0);
+        }
+        struct kv_src k = {
+            .base = src, .dtype = KV_DT_F32, .tok_stride = 3 * 64, .head_stride = 64};
+        rc = kv_quant_page(&l1, one, &k, &k, T);
+        memcpy(c->pages + b * pb + off, one, pb1);
+        c->bt[b].page = c->pages + b * pb;
+        c->bt[b].n_tokens = b + 1 < c->nblk ? T : n_ctx - b * T;
+    }
+    free(src);
+    free(one);
+    /* bytes read: data + scales of the valid tokens, per token and head, K and V */
+    double per_tok = 0.0;
+    for (int kind = 0; kind < 2; kind++) {
+        int f = kind ? l.v_fmt : l.k_fmt;
+        size_t data = (size_t)T * 64 * kv_fmt_bits(f) / 8;
+        size_t scales = kv_seg_bytes(f, &l) - data; /* includes padding: a slight overcount */
+        per_tok += (double)(data + scales) / T;
+    }
+    c->bytes = (size_t)(per_tok * 3 * n_ctx);
+    return rc;
+}
+
+static void unbuild(struct ctxpages *c)
+{
+    if (c->pages)
+        munmap(c->pages, c->map_bytes);
+    free(c->bt);
+}
+
+/* Median seconds per decode call. */
+static double time_decode(const struct opts *o, struct ctxpages *c, unsigned nqh, int scores)
+{
+    float q[9 * 64], out[9 * 64];
+    float *sc = scores ? calloc((size_t)3 * c->l.page_tokens * c->nblk, sizeof(float)) : NULL;
+    for (unsigned i = 0; i < nqh * 64; i++)
+        q[i] = (float)sin(i * 0.37) * 2.0f;
+    struct kv_attn_args a = {.layout = &c->l,
+                             .layer = c->layer,
+                             .n_q_heads = nqh,
+                             .n_q = 1,
+                             .q = q,
+                             .out = out,
+                             .blocks = c->bt,
+                             .n_blocks = c->nblk,
+                             .scores = sc};
+    double t[16];
+    if (kv_attn_decode(&a) != 0) { /* warm-up, and the pages come into cache/TLB */
+        free(sc);
+        return NAN;
+    }
+    for (unsigned r = 0; r < o->reps && r < 16; r++) {
+        double t0 = now_s();
+        unsigned it = 0;
+        do {
+            kv_attn_decode(&a);
+            it++;
+        } while (now_s() - t0 < o->batch_ms * 1e-3);
+        t[r] = (now_s() - t0) / it;
+    }
+    free(sc);
+    return median(t, o->reps < 16 ? o->reps : 16);
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {.page_tokens = 16, .batch_ms = 40, .reps = 5, .layers = 30};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--page-tokens") && i + 1 < argc)
+            o.page_tokens = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch-ms") && i + 1 < argc)
+            o.batch_ms = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--layers") && i + 1 < argc)
+            o.layers = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            o.reps = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ctx") && i + 1 < argc && o.n_ctx < 8)
+            o.ctx[o.n_ctx++] = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tier") && i + 1 < argc) {
+            i++;
+            if (kv_attn_set_tier(!strcmp(argv[i], "scalar") ? KV_ATTN_TIER_SCALAR
+                                                            : KV_ATTN_TIER_AVX2) != 0) {
+                fprintf(stderr, "kvbench-attn: tier %s not supported here\n", argv[i]);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "usage: kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] "
+                            "[--reps R] [--ctx N]... [--tier scalar|avx2]\n");
+            return 2;
+        }
+    }
+    if (!o.n_ctx) {
+        o.ctx[0] = 1024;
+        o.ctx[1] = 8192;
+        o.ctx[2] = 32768;
+        o.n_ctx = 3;
+    }
+    if (!o.reps || o.layers == 0 || o.layers > KV_MAX_LAYERS || o.page_tokens == 0 ||
+        o.page_tokens > KV_MAX_PAGE_TOKENS || o.page_tokens % 16) {
+        fprintf(stderr, "kvbench-attn: page tokens must be a multiple of 16 (KIVI group)\n");
+        return 2;
+    }
+
+    double sr0 = stream_read_gbs(&o, 256u << 20);
+    printf("kvbench-attn: decode attention, 1 thread, tier %s, 3 KV heads x 64 ch, %u-token "
+           "pages of %u layers (layer %u attended)\n",
+           kv_attn_get_tier() == KV_ATTN_TIER_AVX2 ? "avx2" : "scalar", o.page_tokens, o.layers,
+           o.layers / 2);
+    printf("streaming read (256 MiB, 1 thread): %.1f GB/s\n\n", sr0);
+    printf("%-9s %6s %5s %10s %9s %8s %8s %7s\n", "format", "ctx", "q:kv", "us/call", "Mtok/s",
+           "GB/s", "xF16", "xstream");
+
+    int fmts[] = {KV_FMT_F16,  KV_FMT_BF16, KV_FMT_FP8_E4M3, KV_FMT_FP8_E5M2,
+                  KV_FMT_INT8, KV_FMT_INT4, KV_FMT_KIVI4,    KV_FMT_KIVI2};
+    for (unsigned ci = 0; ci < o.n_ctx; ci++) {
+        double f16_t[2] = {0, 0};
+        for (unsigned fi = 0; fi < sizeof(fmts) / sizeof(fmts[0]); fi++) {
+            struct ctxpages c;
+            memset(&c, 0, sizeof(c));
+            if (build(&c, fmts[fi], o.ctx[ci], &o) != 0) {
+                fprintf(stderr, "kvbench-attn: cannot build %s pages\n", kv_fmt_name(fmts[fi]));
+                unbuild(&c);
+                return 1;
+            }
+            for (unsigned ri = 0; ri < 2; ri++) {
+                unsigned nqh = ri == 0 ? 9 : 3;
+                double t = time_decode(&o, &c, nqh, 0);
+                if (fi == 0)
+                    f16_t[ri] = t;
+                printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8.2f %7.2f\n", kv_fmt_name(fmts[fi]),
+                       o.ctx[ci], ri == 0 ? "3:1" : "1:1", t * 1e6, o.ctx[ci] / t * 1e-6,
+                       c.bytes / t * 1e-9, f16_t[ri] / t, c.bytes / t * 1e-9 / sr0);
+            }
+            if (fmts[fi] == KV_FMT_FP8_E4M3 || fmts[fi] == KV_FMT_F16) {
+                double t = time_decode(&o, &c, 9, 1);
+                printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8s %7s  (+ H2O scores)\n",
+                       kv_fmt_name(fmts[fi]), o.ctx[ci], "3:1", t * 1e6, o.ctx[ci] / t * 1e-6,
+                       c.bytes / t * 1e-9, "", "");
+            }
+            unbuild(&c);
+        }
+        printf("\n");
+    }
+    printf("streaming read again at the end: %.1f GB/s\n", stream_read_gbs(&o, 256u << 20));
+    return 0;
+}
