@@ -248,6 +248,10 @@ enum kvp_admin {
     KVP_ADMIN_LATENCY = 13,   /* reply: kvp_admin_latency */
 };
 
+/* kvctl attaches to this reserved namespace (layout: 1 layer, 1 KV head, head_dim 32, 16 tokens,
+ * FP8 E4M3 K and V); it holds no pages, and kvd leaves it out of namespace listings and counts. */
+#define KVP_ADMIN_NS "kvd.admin"
+
 /* Argument of listings: entries from `start`, at most `max` of them (0: as many as fit). */
 struct kvp_admin_range {
     uint32_t start;

@@ -176,6 +176,7 @@ static void adm_status(struct adm *a)
     struct kvd *d = a->d;
     struct kvp_admin_status s;
 
+    kvd_stats_refresh(d);
     memset(&s, 0, sizeof(s));
     copy_str(s.version, sizeof(s.version), KVD_VERSION);
     copy_str(s.backend, sizeof(s.backend), d->arena.ops ? d->arena.ops->name : "?");
@@ -190,7 +191,7 @@ static void adm_status(struct adm *a)
     s.nchunks = d->pool.nchunks;
     s.nchunks_free = d->pool.nfree_chunks;
     s.clients = d->nclients;
-    s.namespaces = d->pool.n_ns;
+    s.namespaces = (uint32_t)d->st.namespaces;
     s.watchdog_ms = d->watchdog_ms;
     s.admin = a->c->admin;
     memcpy(admin_body(a), &s, sizeof(s));
@@ -464,9 +465,12 @@ static void adm_pool(struct adm *a)
         admin_status(a, st);
         return;
     }
-    for (uint32_t i = r.start; i < p->n_ns && n < room; i++) {
+    uint32_t i;
+    for (i = r.start; i < p->n_ns && n < room; i++) {
         const struct kv_ns *ns = p->ns[i];
         struct kvp_admin_ns e;
+        if (strcmp(ns->name, KVP_ADMIN_NS) == 0)
+            continue;
         memset(&e, 0, sizeof(e));
         copy_str(e.name, sizeof(e.name), ns->name);
         e.id = ns->id;
@@ -482,7 +486,9 @@ static void adm_pool(struct adm *a)
         for_each_spilled(p, in) e.nspilled += in->ns_id == ns->id;
         memcpy(out + (size_t)n++ * sizeof(e), &e, sizeof(e));
     }
-    list_reply(a, p->n_ns, r.start, n, sizeof(struct kvp_admin_ns));
+    struct kvp_admin_list l = {.total = p->n_ns, .next = i > p->n_ns ? p->n_ns : i};
+    memcpy(admin_body(a), &l, sizeof(l));
+    admin_reply(a, n, sizeof(l) + (size_t)n * sizeof(struct kvp_admin_ns));
 }
 
 static void policy_reply(struct adm *a)

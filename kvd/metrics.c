@@ -45,7 +45,9 @@ void kvd_stats_refresh(struct kvd *d)
     struct kv_pool_counts pc;
     kv_pool_counts(&d->pool, &pc);
     d->st.clients = d->nclients;
-    d->st.namespaces = d->pool.n_ns;
+    d->st.namespaces = 0;
+    for (uint32_t i = 0; i < d->pool.n_ns; i++) /* kvctl's reserved namespace is not one */
+        d->st.namespaces += strcmp(d->pool.ns[i]->name, KVP_ADMIN_NS) != 0;
     d->st.pages_total = pc.pages_total;
     d->st.pages_free = pc.pages_free;
     d->st.pages_writing = pc.pages_writing;

@@ -587,6 +587,9 @@ int kvd_start(struct kvd *d)
         kv_err("cannot listen on %s: %s", d->sock_path, strerror(-d->listen_fd));
         return d->listen_fd;
     }
+    /* side_accept() accepts until EAGAIN: a blocking listener would stall the loop */
+    if (fcntl(d->listen_fd, F_SETFL, fcntl(d->listen_fd, F_GETFL) | O_NONBLOCK) != 0)
+        return -errno;
     if (d->have_client_gid) {
         if (chown(d->sock_path, (uid_t)-1, d->client_gid) != 0 ||
             chown(d->zmq_ep + 6, (uid_t)-1, d->client_gid) != 0)
