@@ -5,7 +5,8 @@
  * A store is one file (or block device) opened with O_DIRECT and cut into fixed slots aligned to
  * 4 KiB. Each slot is self-describing: a header (magic, version, slot number, namespace, layout,
  * original formats, block hash, parent hash, token count, flags) and the page payload with its
- * scales; a keyed BLAKE2b checksum covers both. The key is a random store id kept in the store's
+ * scales; a keyed checksum covers both (BLAKE2b over the header, which holds an XXH3-128 of the
+ * payload). The key is a random store id kept in the store's
  * superblock, so slots of an older store with another geometry never verify.
  *
  * The API is asynchronous and poll-driven, for kvd's single-threaded event loop:
@@ -56,8 +57,9 @@ extern "C" {
 struct kv_spill; /* opaque; one per store */
 
 /* meta.flags */
-#define KV_SPILL_F_DEMOTED 0x1u /* payload was converted to FP8 E4M3 from a wider format (lossy)   \
-                                 */
+#define KV_SPILL_F_DEMOTED                                                                         \
+    0x1u /* payload was converted to FP8 E4M3 from a wider format (lossy)                          \
+          */
 
 /* Description of a spilled page: travels with it into the slot and back out of a scan. */
 struct kv_spill_meta {
@@ -204,8 +206,9 @@ void kv_spill_fail_nth(struct kv_spill *s, uint64_t nth);
 #define KV_SPILL_KEY     32u
 
 /* Fixed on-disk header at the start of each slot (rest of its 4 KiB block is zero). Little-endian
- * host order (the store is local). hdr_sum is a keyed BLAKE2b-128 over the header with hdr_sum
- * zeroed; it covers pay_sum, a keyed BLAKE2b-128 of the payload. */
+ * host order (the store is local). hdr_sum is BLAKE2b-128 keyed with the store key over the header
+ * with hdr_sum zeroed; it covers pay_sum, the XXH3-128 of the payload seeded with the key's first
+ * 8 bytes (little-endian u64), in XXH128 canonical (big-endian) byte order. */
 struct kv_spill_hdr {
     uint32_t magic;
     uint16_t version;

@@ -9,7 +9,7 @@ debs=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libzmq3-dev liburing-dev libcriterion-dev
   libinih-dev libsodium-dev libjson-c-dev libmicrohttpd-dev libsystemd-dev
-  systemd fio python3-venv
+  libxxhash-dev systemd fio python3-venv
 )
 
 sudo_cmd=()

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <sodium.h>
+#include <xxhash.h>
 
 #include "spill.h"
 
@@ -26,9 +27,14 @@ static void resign(uint8_t *img, size_t len)
     struct kv_spill_hdr h;
 
     memcpy(&h, img, sizeof h);
-    if (len - KV_SPILL_ALIGN >= h.pay_bytes)
-        crypto_generichash(h.pay_sum, 16, img + KV_SPILL_ALIGN, h.pay_bytes, fuzz_key,
-                           KV_SPILL_KEY);
+    if (len - KV_SPILL_ALIGN >= h.pay_bytes) {
+        XXH128_canonical_t c;
+        uint64_t seed;
+        memcpy(&seed, fuzz_key, sizeof seed);
+        XXH128_canonicalFromHash(&c,
+                                 XXH3_128bits_withSeed(img + KV_SPILL_ALIGN, h.pay_bytes, seed));
+        memcpy(h.pay_sum, c.digest, 16);
+    }
     memset(h.hdr_sum, 0, sizeof h.hdr_sum);
     crypto_generichash(h.hdr_sum, 16, (const uint8_t *)&h, sizeof h, fuzz_key, KV_SPILL_KEY);
     memcpy(img, &h, sizeof h);
