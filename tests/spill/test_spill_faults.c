@@ -7,12 +7,21 @@
  * counted, and the restarted store holds exactly the pages that were written, not dropped by a
  * failed restore, and not invalidated.
  *
+ * io_uring_refused: a seccomp filter like the Docker/containerd default profiles makes
+ * io_uring_setup fail with EPERM; the store must choose the pread/pwrite path and say so.
+ *
  * disk_full: a real EFBIG from RLIMIT_FSIZE (the kernel's write-size limit) on a sparse store:
  * writes past the limit fail, the victims are dropped and counted, restores keep working, and
  * spilling resumes once there is room again.
  */
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 
 #include "spill_th.h"
 
@@ -280,4 +289,49 @@ Test(spill_faults, disk_full_uring)
 Test(spill_faults, disk_full_sync)
 {
     disk_full(1);
+}
+
+Test(spill_faults, io_uring_refused_by_seccomp)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    char dir[PATH_MAX], path[PATH_MAX + 16], why[256];
+    struct kv_layout l = th_layout(KV_FMT_FP8_E4M3, KV_FMT_FP8_E4M3);
+    size_t pb = kv_page_bytes(&l);
+    uint8_t *src = malloc(pb), *dst = malloc(pb);
+    struct th_rec *rec = calloc(1, sizeof *rec);
+    struct kv_spill_cfg cfg = {
+        .path = path, .bytes = 1 << 20, .max_page_bytes = TH_MAX_PAGE, .queue_depth = 4};
+    struct kv_spill_meta m = th_meta(&l, 5);
+    struct kv_spill_stats st;
+    struct kv_spill *s;
+    int slot;
+
+    th_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/store", dir);
+    cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    cr_assert_eq(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0, "seccomp: %s",
+                 strerror(errno));
+    cr_assert_eq(kv_spill_open(&s, &cfg, why, sizeof why), 0, "%s", why);
+    kv_spill_stats(s, &st);
+    cr_assert_eq(st.backend, KV_SPILL_SYNC);
+    cr_assert(strstr(why, "io_uring refused") != NULL, "why: '%s'", why);
+    kv_spill_scan(s, NULL, NULL);
+    th_fill(src, pb, 5);
+    slot = kv_spill_write(s, &m, src, th_cookie(0));
+    cr_assert_geq(slot, 0);
+    cr_assert_geq(kv_spill_drain(s, th_done, rec), 0);
+    cr_assert_eq(kv_spill_read(s, (uint32_t)slot, m.hash, &l, dst, th_cookie(1)), 0);
+    cr_assert_geq(kv_spill_drain(s, th_done, rec), 0);
+    cr_assert_eq(rec->res[0], 0);
+    cr_assert_eq(rec->res[1], 0);
+    cr_assert(memcmp(src, dst, pb) == 0);
+    kv_spill_close(s);
+    free(src), free(dst), free(rec);
+    th_rmdir(dir);
 }
