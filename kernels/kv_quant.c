@@ -179,11 +179,12 @@ static void quant_asym_rows(const struct kvq_ops *o, const struct kv_layout *l, 
 
     for (unsigned t = 0; t < ntok; t++) {
         const float *x = src_row(o, buf, src, dtype, ts, t, d);
+        float mn[KV_MAX_HEAD_DIM / 8], mx[KV_MAX_HEAD_DIM / 8];
         for (unsigned g = 0; g < ng; g++) {
-            float mn = INFINITY, mx = -INFINITY;
-            o->minmax(&mn, &mx, x + g * gsz, gsz, 1);
-            sm[(size_t)t * ng + g] = kvq_asym_params(mn, mx, fmt_qmax(fmt), &s[g], &m[g]);
+            mn[g] = INFINITY, mx[g] = -INFINITY;
+            o->minmax(&mn[g], &mx[g], x + g * gsz, gsz, 1);
         }
+        o->a_params(sm + (size_t)t * ng, s, m, mn, mx, ng, fmt_qmax(fmt));
         o->a_enc(w + t * row_words, x, d, gsz, s, m, bits);
     }
     memset(w + ntok * row_words, 0, (l->page_tokens - ntok) * row_words * 4);
@@ -206,8 +207,7 @@ static void quant_kivi_k(const struct kvq_ops *o, const struct kv_layout *l, int
             mn[c] = INFINITY, mx[c] = -INFINITY;
         for (unsigned t = t0; t < t1; t++)
             o->minmax(mn, mx, src_row(o, buf, src, dtype, ts, t, d), d, d);
-        for (unsigned c = 0; c < d; c++)
-            sm[(size_t)(t0 / G) * d + c] = kvq_asym_params(mn[c], mx[c], fmt_qmax(fmt), &s[c], &m[c]);
+        o->a_params(sm + (size_t)(t0 / G) * d, s, m, mn, mx, d, fmt_qmax(fmt));
         for (unsigned t = t0; t < t1; t++)
             o->a_enc(w + t * row_words, src_row(o, buf, src, dtype, ts, t, d), d, 1, s, m, bits);
         for (unsigned t = t1 > t0 ? t1 : t0; t < t0 + G; t++)

@@ -70,14 +70,45 @@ TGT static void avx2_minmax(float *mn, float *mx, const float *x, unsigned n, un
             _mm256_storeu_ps(mx + i, _mm256_max_ps(vmx, _mm256_loadu_ps(mx + i)));
         }
     }
-    if (n_out == 1) {
-        float a[8], b[8];
-        _mm256_storeu_ps(a, amn);
-        _mm256_storeu_ps(b, amx);
-        for (int j = 0; j < 8; j++) {
-            mn[0] = a[j] < mn[0] ? a[j] : mn[0];
-            mx[0] = b[j] > mx[0] ? b[j] : mx[0];
-        }
+    if (n_out == 1) { /* min/max of a set: order-free (NaN excluded; -0/+0 made equal later) */
+        __m128 a = _mm_min_ps(_mm256_castps256_ps128(amn), _mm256_extractf128_ps(amn, 1));
+        __m128 b = _mm_max_ps(_mm256_castps256_ps128(amx), _mm256_extractf128_ps(amx, 1));
+        a = _mm_min_ps(a, _mm_movehl_ps(a, a));
+        b = _mm_max_ps(b, _mm_movehl_ps(b, b));
+        a = _mm_min_ss(a, _mm_movehdup_ps(a));
+        b = _mm_max_ss(b, _mm_movehdup_ps(b));
+        float fa = _mm_cvtss_f32(a), fb = _mm_cvtss_f32(b);
+        mn[0] = fa < mn[0] ? fa : mn[0];
+        mx[0] = fb > mx[0] ? fb : mx[0];
+    }
+}
+
+/* kvq_asym_params, 8 groups at a time: F16C's directed rounding modes give exactly the largest
+ * f16 <= min and the smallest f16 >= scale (no overflow: |values| <= 65504 after clamping). */
+TGT static void avx2_a_params(struct kv_sm16 *rec, float *s, float *m, const float *mn,
+                              const float *mx, unsigned n, float qmax)
+{
+    for (unsigned i = 0; i < n; i += 8) {
+        unsigned k = n - i < 8 ? n - i : 8;
+        float ta[8] = {0}, tb[8] = {0}, ts[8], tm[8];
+        struct kv_sm16 tr[8];
+        memcpy(ta, mn + i, k * 4);
+        memcpy(tb, mx + i, k * 4);
+        __m256 a = _mm256_loadu_ps(ta), b = _mm256_loadu_ps(tb);
+        __m256 none = _mm256_cmp_ps(a, b, _CMP_GT_OQ);
+        a = _mm256_add_ps(_mm256_andnot_ps(none, a), _mm256_setzero_ps());
+        b = _mm256_add_ps(_mm256_andnot_ps(none, b), _mm256_setzero_ps());
+        __m128i mh = _mm256_cvtps_ph(a, _MM_FROUND_TO_NEG_INF);
+        __m256 mf = _mm256_cvtph_ps(mh);
+        __m128i sh = _mm256_cvtps_ph(_mm256_div_ps(_mm256_sub_ps(b, mf), _mm256_set1_ps(qmax)),
+                                     _MM_FROUND_TO_POS_INF);
+        _mm256_storeu_ps(tm, mf);
+        _mm256_storeu_ps(ts, _mm256_cvtph_ps(sh));
+        _mm_storeu_si128((__m128i *)tr, _mm_unpacklo_epi16(sh, mh));
+        _mm_storeu_si128((__m128i *)(tr + 4), _mm_unpackhi_epi16(sh, mh));
+        memcpy(m + i, tm, k * 4);
+        memcpy(s + i, ts, k * 4);
+        memcpy(rec + i, tr, k * sizeof(*tr));
     }
 }
 
@@ -262,6 +293,7 @@ const struct kvq_ops kvq_ops_avx2 = {
     .load = avx2_load,
     .amax = avx2_amax,
     .minmax = avx2_minmax,
+    .a_params = avx2_a_params,
     .fp8_enc = avx2_fp8_enc,
     .fp8_dec = avx2_fp8_dec,
     .i8_enc = avx2_i8_enc,

@@ -24,6 +24,9 @@ struct kvq_ops {
     /* Per element: mn[i] = min(mn[i], c(x[i])), mx likewise, c = clamp to +-KV_F16_MAX, NaN
      * skipped. With n_out == 1 the whole row reduces into mn[0], mx[0]. */
     void (*minmax)(float *mn, float *mx, const float *x, unsigned n, unsigned n_out);
+    /* kvq_asym_params (kv_quant_scalar.h) for n groups: rec[i], s[i], m[i] from mn[i], mx[i]. */
+    void (*a_params)(struct kv_sm16 *rec, float *s, float *m, const float *mn, const float *mx,
+                     unsigned n, float qmax);
     /* FP8 codes of x[i] / s (s > 0), fmt KV_FMT_FP8_E4M3 or _E5M2. */
     void (*fp8_enc)(uint8_t *q, const float *x, unsigned n, float s, int fmt);
     /* y[i] = fp8_to_f32(q[i]) * s. */

@@ -87,6 +87,13 @@ static void ref_minmax(float *mn, float *mx, const float *x, unsigned n, unsigne
     }
 }
 
+static void ref_a_params(struct kv_sm16 *rec, float *s, float *m, const float *mn, const float *mx,
+                         unsigned n, float qmax)
+{
+    for (unsigned i = 0; i < n; i++)
+        rec[i] = kvq_asym_params(mn[i], mx[i], qmax, &s[i], &m[i]);
+}
+
 static void ref_fp8_enc(uint8_t *q, const float *x, unsigned n, float s, int fmt)
 {
     for (unsigned i = 0; i < n; i++)
@@ -149,6 +156,7 @@ const struct kvq_ops kvq_ops_ref = {
     .load = ref_load,
     .amax = ref_amax,
     .minmax = ref_minmax,
+    .a_params = ref_a_params,
     .fp8_enc = ref_fp8_enc,
     .fp8_dec = ref_fp8_dec,
     .i8_enc = ref_i8_enc,
