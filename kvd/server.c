@@ -587,6 +587,9 @@ int kvd_start(struct kvd *d)
         kv_err("cannot listen on %s: %s", d->sock_path, strerror(-d->listen_fd));
         return d->listen_fd;
     }
+    /* accept() runs until EAGAIN in the loop: the listening socket must not block */
+    if (fcntl(d->listen_fd, F_SETFL, fcntl(d->listen_fd, F_GETFL) | O_NONBLOCK) != 0)
+        return -errno;
     /* side_accept() accepts until EAGAIN: a blocking listener would stall the loop */
     if (fcntl(d->listen_fd, F_SETFL, fcntl(d->listen_fd, F_GETFL) | O_NONBLOCK) != 0)
         return -errno;
