@@ -79,6 +79,22 @@ static void idx_remove(struct kv_pool *p, struct kv_inode *n)
     assert(!"index node not found");
 }
 
+int kv_pool_index(struct kv_pool *p, struct kv_inode *n, uint32_t ns_id, const uint8_t *hash,
+                  int kind)
+{
+    if (kv_pool_find(p, ns_id, hash))
+        return -EEXIST;
+    n->kind = KV_INODE_NONE;
+    idx_insert(p, n, ns_id, hash, kind);
+    return 0;
+}
+
+void kv_pool_unindex(struct kv_pool *p, struct kv_inode *n)
+{
+    if (n->kind != KV_INODE_NONE)
+        idx_remove(p, n);
+}
+
 struct kv_inode *kv_pool_find(struct kv_pool *p, uint32_t ns_id, const uint8_t *hash)
 {
     struct kv_inode *n = p->buckets[idx_bucket(p, ns_id, hash)];
@@ -310,6 +326,7 @@ static void page_free(struct kv_pool *p, struct kv_page *pg)
     pg->ntok = 0;
     pg->flags = 0;
     pg->hits = 0;
+    pg->spill_slot1 = 0;
     memset(&pg->pol, 0, sizeof(pg->pol));
     pg->free_next = c->free;
     c->free = pg;
@@ -339,9 +356,15 @@ int kv_pool_evict_one(struct kv_pool *p, struct kv_ns *ns)
     assert(pg->state == KV_PAGE_COMMITTED && pg->refs == 0 && pg->n_children == 0);
     p->pol_ops->remove(from->pol, e);
     pg->state = KV_PAGE_EVICTING;
-    if (p->evict_hook)
-        p->evict_hook(p->evict_arg, pg);
+    struct kv_inode *rec = p->evict_hook ? p->evict_hook(p->hook_arg, pg) : NULL;
+    uint8_t hash[KVP_HASH_BYTES];
+    uint32_t ns_id = from->id;
+    memcpy(hash, pg->in.hash, sizeof(hash));
+    if (!rec && pg->spill_slot1 && p->drop_hook)
+        p->drop_hook(p->hook_arg, pg); /* not kept on disk: its old slot must not come back */
     page_free(p, pg);
+    if (rec)
+        idx_insert(p, rec, ns_id, hash, KV_INODE_SPILLED);
     p->evictions++;
     return 0;
 }
@@ -349,13 +372,14 @@ int kv_pool_evict_one(struct kv_pool *p, struct kv_ns *ns)
 int kv_pool_evict_page(struct kv_pool *p, struct kv_page *pg)
 {
     struct kv_ns *ns = pg->chunk->ns;
-
-    if (pg->state != KV_PAGE_COMMITTED || pg->refs || pg->n_children || !pg->pol.linked)
+    if (pg->state != KV_PAGE_COMMITTED)
+        return -EINVAL;
+    if (pg->refs || pg->n_children)
         return -EBUSY;
     p->pol_ops->remove(ns->pol, &pg->pol);
     pg->state = KV_PAGE_EVICTING;
-    if (p->evict_hook)
-        p->evict_hook(p->evict_arg, pg);
+    if (pg->spill_slot1 && p->drop_hook)
+        p->drop_hook(p->hook_arg, pg);
     page_free(p, pg);
     p->evictions++;
     return 0;
@@ -447,8 +471,11 @@ int kv_pool_commit(struct kv_pool *p, struct kv_page *pg, const uint8_t *hash,
         *winner = other;
         return 0;
     }
-    if (in && in != &pg->in)
-        idx_remove(p, in); /* another writer's pending mark (or a spill record): we win */
+    if (in && in != &pg->in) {
+        idx_remove(p, in); /* another writer's pending mark, or a spill record: we win */
+        if (!other && p->forget_hook)
+            p->forget_hook(p->hook_arg, in); /* a spill record: the tier forgets it */
+    }
     if (pg->in.kind != KV_INODE_NONE && in != &pg->in)
         idx_remove(p, &pg->in); /* we were pending under another hash */
     if (pg->in.kind == KV_INODE_NONE)

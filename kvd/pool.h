@@ -64,6 +64,7 @@ struct kv_page {
     uint32_t n_children;     /* COMMITTED pages whose parent is this page */
     uint32_t writer;         /* client id of the write lease (WRITING) */
     uint32_t check_kids;     /* scratch for kv_pool_check */
+    uint32_t spill_slot1;    /* spill slot + 1 still holding this page's bytes on disk, 0: none */
     uint64_t hits;           /* lookups that returned this page */
     uint16_t ntok;           /* tokens held (committed) */
     uint8_t state;           /* enum kv_pstate */
@@ -97,8 +98,15 @@ struct kv_ns {
 };
 
 /* Called for a page entering EVICTING, before it is freed: the spill tier copies it out here.
- * The page is still indexed; the hook must not change the pool. */
-typedef void (*kv_evict_hook)(void *arg, struct kv_page *page);
+ * The page is still indexed; the hook must not change the pool. It may return an index node (a
+ * spill record) that the pool indexes under the page's (ns, hash) once the page is freed. */
+typedef struct kv_inode *(*kv_evict_hook)(void *arg, struct kv_page *page);
+/* Called when a node of kind KV_INODE_SPILLED leaves the index because a commit of the same hash
+ * replaced it (the tier then forgets the record and invalidates its slot). */
+typedef void (*kv_forget_hook)(void *arg, struct kv_inode *node);
+/* Called for a COMMITTED page freed other than by eviction (operator evict), and for an evicted
+ * page whose hook returned no record: a slot it still owns on disk must be invalidated. */
+typedef void (*kv_drop_hook)(void *arg, struct kv_page *page);
 
 struct kv_pool {
     size_t arena_bytes;
@@ -117,7 +125,9 @@ struct kv_pool {
     /* counters */
     uint64_t evictions;
     kv_evict_hook evict_hook;
-    void *evict_arg;
+    kv_forget_hook forget_hook;
+    kv_drop_hook drop_hook;
+    void *hook_arg;
 };
 
 /* Set up a pool over an arena of arena_bytes cut into chunks of chunk_bytes. -EINVAL for sizes
@@ -153,6 +163,16 @@ int kv_pool_commit(struct kv_pool *p, struct kv_page *pg, const uint8_t *hash,
 /* Take / drop one lease. Dropping the last lease of a WRITING page frees it. */
 void kv_pool_ref(struct kv_pool *p, struct kv_page *pg);
 void kv_pool_unref(struct kv_pool *p, struct kv_page *pg);
+
+/* Index a foreign node (a spill record) under (ns_id, hash); the key must not be indexed yet
+ * (-EEXIST). Remove it again with kv_pool_unindex. */
+int kv_pool_index(struct kv_pool *p, struct kv_inode *n, uint32_t ns_id, const uint8_t *hash,
+                  int kind);
+void kv_pool_unindex(struct kv_pool *p, struct kv_inode *n);
+
+/* Evict one specific COMMITTED, unpinned leaf page (operator eviction): -EBUSY if it is pinned or
+ * has children. The drop hook runs (its spill slot is invalidated); nothing is spilled. */
+int kv_pool_evict_page(struct kv_pool *p, struct kv_page *pg);
 
 /* Index lookup: the node for (ns, hash), or NULL. */
 struct kv_inode *kv_pool_find(struct kv_pool *p, uint32_t ns_id, const uint8_t *hash);
