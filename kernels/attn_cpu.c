@@ -14,6 +14,9 @@
  */
 #include <errno.h>
 #include <math.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,9 +74,12 @@ static enum kv_attn_tier g_tier;
 static int cpu_has_avx2(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
+    unsigned eax, ebx, ecx, edx;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
-           __builtin_cpu_supports("fma");
+    /* clang 14's __builtin_cpu_supports does not know "f16c": CPUID.1:ECX bit 29 */
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 29)))
+        return 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
     return 0;
 #endif
