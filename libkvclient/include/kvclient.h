@@ -35,6 +35,7 @@
  *   -ETIMEDOUT  no reply within kvc_opts.timeout_ms (plus wait_ms for a waiting lookup).
  *   -EINVAL     a bad argument (NULL pointer, zero or mismatched count, unknown flag).
  *   -E2BIG      a count over its limit (KVC_MAX_CHAIN, KVC_MAX_BATCH, 4 MiB frame).
+ *   -EAGAIN     KVC_MAX_INFLIGHT asynchronous requests are in flight: kvc_complete some first.
  * Errors kvd reports map to errnos (client's fault: -EPROTO, -EPROTONOSUPPORT, -EOPNOTSUPP,
  * -EBADF page not held, -EACCES, -EPERM; kvd's state: -ENOSPC pool full and pinned, -ENOMEM,
  * -EBUSY, -ENOENT, -EIO, -EFAULT internal). kvc_strerror() explains each code.
