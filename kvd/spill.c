@@ -399,8 +399,8 @@ int kv_spill_read(struct kv_spill *s, uint32_t slot, const uint8_t *expect_hash,
 {
     struct spill_op *op;
 
-    if (slot >= s->nslots || s->slots[slot].state != SPILL_VALID || !dst_page || !dst_layout ||
-        kv_layout_check(dst_layout) != 0)
+    if (slot >= s->nslots || s->slots[slot].state != SPILL_VALID || s->slots[slot].erase_pending ||
+        !dst_page || !dst_layout || kv_layout_check(dst_layout) != 0)
         return -EINVAL;
     if (s->slots[slot].readers == UINT8_MAX)
         return -EBUSY;
@@ -468,8 +468,8 @@ void spill_complete(struct kv_spill *s, struct spill_op *op, int res,
     struct spill_slot *sl = &s->slots[op->slot];
     int notify = 1;
 
-    if (res >= 0 && (uint32_t)res != op->len)
-        res = -ENOSPC; /* short write or read: the file ended or the disk filled */
+    if (res >= 0 && (uint32_t)res != op->len) /* short: the disk filled, or the file ended */
+        res = op->kind == SPILL_OP_READ ? -EIO : -ENOSPC;
     switch (op->kind) {
     case SPILL_OP_WRITE:
         d.op = KV_SPILL_OP_WRITE;
