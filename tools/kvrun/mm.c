@@ -54,12 +54,17 @@ __attribute__((target("avx2,fma"))) static void tile43(float *y, size_t ldy, con
                                                        size_t ldx, const float *w, size_t k)
 {
     __m256 c[4][3];
+    /* fully unrolled so the twelve accumulators live in registers (3.4x faster than at -O2
+     * without the pragmas, on par with OpenBLAS sgemm: see docs/ARCHITECTURE.md, kvrun) */
+#pragma GCC unroll 4
     for (int r = 0; r < 4; r++)
+#pragma GCC unroll 3
         for (int s = 0; s < 3; s++)
             c[r][s] = _mm256_setzero_ps();
     for (size_t i = 0; i < k; i += 8) {
         __m256 w0 = _mm256_loadu_ps(w + i), w1 = _mm256_loadu_ps(w + k + i),
                w2 = _mm256_loadu_ps(w + 2 * k + i);
+#pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
             __m256 xv = _mm256_loadu_ps(x + r * ldx + i);
             c[r][0] = _mm256_fmadd_ps(xv, w0, c[r][0]);
@@ -67,9 +72,29 @@ __attribute__((target("avx2,fma"))) static void tile43(float *y, size_t ldy, con
             c[r][2] = _mm256_fmadd_ps(xv, w2, c[r][2]);
         }
     }
+#pragma GCC unroll 4
     for (int r = 0; r < 4; r++)
+#pragma GCC unroll 3
         for (int s = 0; s < 3; s++)
             y[r * ldy + s] = hsum8(c[r][s]);
+}
+
+/* Y tile of 1 X row x 4 W rows (decode: four independent FMA chains hide the latency). */
+__attribute__((target("avx2,fma"))) static void tile14(float *y, const float *x, const float *w,
+                                                       size_t k)
+{
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    for (size_t i = 0; i < k; i += 8) {
+        __m256 xv = _mm256_loadu_ps(x + i);
+        c0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w + i), c0);
+        c1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w + k + i), c1);
+        c2 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w + 2 * k + i), c2);
+        c3 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(w + 3 * k + i), c3);
+    }
+    y[0] = hsum8(c0);
+    y[1] = hsum8(c1);
+    y[2] = hsum8(c2);
+    y[3] = hsum8(c3);
 }
 
 __attribute__((target("avx2,fma"))) static void matmul_avx2(float *y, size_t ldy, const float *x,
@@ -87,9 +112,13 @@ __attribute__((target("avx2,fma"))) static void matmul_avx2(float *y, size_t ldy
                 for (int i = 0; i < 4; i++)
                     y[(r + i) * ldy + c] = dot_avx2(x + (r + i) * ldx, w + c * k, k);
         }
-        for (; r < m; r++)
-            for (size_t c = n0; c < n1; c++)
+        for (; r < m; r++) {
+            size_t c = n0;
+            for (; c + 4 <= n1; c += 4)
+                tile14(y + r * ldy + c, x + r * ldx, w + c * k, k);
+            for (; c < n1; c++)
                 y[r * ldy + c] = dot_avx2(x + r * ldx, w + c * k, k);
+        }
     }
 }
 #endif
