@@ -57,7 +57,9 @@ install(FILES ${_kvi_static} DESTINATION ${_kvi_libdir})
 
 # ---- pkg-config -------------------------------------------------------------------------------
 set(_kvi_private "-lzmq -lsodium -lpthread -lm")
-set(_kvi_requires_private "libzmq, libsodium")
+# libzmq and libsodium go in Libs.private rather than Requires.private: Debian's libzmq.pc
+# names static-only dependencies (libpgm, libnorm's protokit) that are not installed, which would
+# break `pkg-config --static` for everyone; kvclient needs only the libraries themselves.
 if(KVD_HAVE_CUDA)
   set(_kvi_private "${_kvi_private} -L${CUDAToolkit_LIBRARY_DIR} -lcudart")
 endif()
@@ -70,7 +72,6 @@ includedir=${prefix}/@CMAKE_INSTALL_INCLUDEDIR@
 Name: kvclient
 Description: client library of kvd, the shared-memory KV-cache daemon for LLM serving
 Version: @PROJECT_VERSION@
-Requires.private: @_kvi_requires_private@
 Cflags: -I${includedir}
 Libs: -L${libdir} -lkvclient
 Libs.private: @_kvi_private@
