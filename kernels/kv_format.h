@@ -20,12 +20,14 @@
  *
  *   F16, BF16   data  u16[T][D]   IEEE binary16 / bfloat16, round-to-nearest-even. No scales.
  *   FP8_E4M3,   data  u8[T][D]    OCP FP8 (E4M3FN: bias 7, max 448, no inf, NaN 0x7f/0xff;
- *   FP8_E5M2                      E5M2: bias 15, max 57344), code = cvt_rn_satfinite(x / s)
+ *   FP8_E5M2                      E5M2: bias 15, max 57344), code = cvt_rn_satfinite(y)
  *               S = T*D: f32 s[T] one scale per token (of this head). Dynamic mode:
- *                 s = amax_t / FP8_MAX (amax over the token's finite |x|); static per-tensor mode:
- *                 every s[t] holds the caller's static scale. Decoding is always code_f32 * s[t],
- *                 so a page is self-describing whichever mode wrote it.
- *   INT8        data  i8[T][D]    q = clamp(rne(x / s), -127, 127); x' = q * s
+ *                 s = amax_t / FP8_MAX (amax over the token's finite |x|), y = x * fl(1 / s)
+ *                 (as vLLM's dynamic per-token quantizer; x / s if 1 / s overflows); static
+ *                 per-tensor mode: every s[t] holds the caller's static scale, y = x / s (divide,
+ *                 as vLLM's static quantizer). Decoding is always code_f32 * s[t], so a page is
+ *                 self-describing whichever mode wrote it.
+ *   INT8        data  i8[T][D]    q = clamp(rne(y), -127, 127), y as for FP8; x' = q * s
  *               S = T*D: f32 s[T]; s = amax_t / 127 (or the static scale).
  *   INT4        data  u32[T][D/8] channel c of a token in word c/8, bits 4*(c%8).. (low bits
  *                                 first; i.e. byte-wise: channel 2j low nibble of byte j)

@@ -163,12 +163,15 @@ static void quant_scaled(const struct kvq_ops *o, const struct kv_layout *l, int
     for (unsigned t = 0; t < ntok; t++) {
         const float *x = src_row(o, buf, src, dtype, ts, t, d);
         uint8_t *q = seg + (size_t)t * d;
-        float s = sscale > 0.0f ? sscale : o->amax(x, d) / fmt_qmax(fmt);
+        float f;
+        int mul;
+        float s =
+            kvq_token_scale(sscale > 0.0f ? 0.0f : o->amax(x, d), fmt_qmax(fmt), sscale, &f, &mul);
         scales[t] = s;
         if (s > 0.0f && fmt == KV_FMT_INT8) {
-            o->i8_enc((int8_t *)q, x, d, s);
+            o->i8_enc((int8_t *)q, x, d, f, mul);
         } else if (s > 0.0f) {
-            o->fp8_enc(q, x, d, s, fmt);
+            o->fp8_enc(q, x, d, f, mul, fmt);
         } else { /* scale 0: every finite value is 0 (or too small to scale): code 0 */
             for (unsigned i = 0; i < d; i++)
                 q[i] = (fmt != KV_FMT_INT8 && isnan(x[i])) ? 0x7f : 0;

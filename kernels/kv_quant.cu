@@ -45,7 +45,7 @@ static __device__ float clamp16(float x)
 
 static __device__ uint32_t asym_code(float x, float s, float m, float qmax)
 {
-    float d = (clamp16(x) - m) / s;
+    float d = __fdiv_rn(__fsub_rn(clamp16(x), m), s);
     return isnan(d) ? 0u : (uint32_t)rintf(d > qmax ? qmax : (d < 0.0f ? 0.0f : d));
 }
 
@@ -95,22 +95,24 @@ __global__ void kvq_quant_rows(kv_layout l, seg_geom g, uint8_t *page, kv_src k,
         for (unsigned c = tid; c < D; c += blockDim.x)
             o[c] = fmt == KV_FMT_F16 ? kvq_f16_enc(x[c]) : kvq_bf16_enc(x[c]);
     } else if (fmt <= KV_FMT_INT8) {
-        float s = src.static_scale > 0.0f ? src.static_scale : kvq_u2f(amax) / fmt_qmax(fmt);
+        float f;
+        int mul;
+        float s = kvq_token_scale(kvq_u2f(amax), fmt_qmax(fmt), src.static_scale, &f, &mul);
         uint8_t *q = seg + (size_t)t * D;
         if (tid == 0)
             ((float *)(seg + data))[t] = s;
         for (unsigned c = tid; c < D; c += blockDim.x) {
-            if (!(s > 0.0f)) {
+            /* __fmul_rn/__fdiv_rn: exactly the IEEE operation, never contracted or approximated */
+            float y = mul ? __fmul_rn(x[c], f) : __fdiv_rn(x[c], f);
+            if (!(s > 0.0f))
                 q[c] = (fmt != KV_FMT_INT8 && isnan(x[c])) ? 0x7f : 0;
-            } else if (fmt == KV_FMT_INT8) {
-                float d = x[c] / s;
-                q[c] = (uint8_t)(int8_t)(isnan(d) ? 0.0f
-                                                  : rintf(d > 127.0f    ? 127.0f
-                                                          : d < -127.0f ? -127.0f
-                                                                        : d));
-            } else {
-                q[c] = kvq_fp8_enc(x[c] / s, fmt == KV_FMT_FP8_E5M2);
-            }
+            else if (fmt == KV_FMT_INT8)
+                q[c] = (uint8_t)(int8_t)(isnan(y) ? 0.0f
+                                                  : rintf(y > 127.0f    ? 127.0f
+                                                          : y < -127.0f ? -127.0f
+                                                                        : y));
+            else
+                q[c] = kvq_fp8_enc(y, fmt == KV_FMT_FP8_E5M2);
         }
     } else { /* INT4 or KIVI values: per token, groups of 32 / G channels */
         unsigned gsz = fmt == KV_FMT_INT4 ? 32 : g.G, ng = D / gsz, per = 32 / bits;

@@ -120,43 +120,71 @@ TGT static __m256i pack_bytes(__m256i a, __m256i b, __m256i c, __m256i d, int sg
     return _mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-TGT static __m256i fp8_enc8(__m256 y, int e5)
+/* Constants of one FP8 format's encoder, hoisted out of the loop (held in registers). */
+struct fp8c {
+    __m256i absm, inf, maxb, minnorm_m1, half_m1, bias, sub_bias, nan_code, one;
+    __m256 sub_add;
+    int shift;
+};
+
+/* Reference kvq_fp8_enc, lane by lane. The normal path folds "- bias << shift" into the rounding
+ * addend (lanes below the normal range go negative there and are blended away). */
+TGT static inline __m256i fp8_enc8(__m256 y, const struct fp8c *k)
 {
     __m256i u = _mm256_castps_si256(y);
-    __m256i sign = _mm256_and_si256(_mm256_srli_epi32(u, 24), _mm256_set1_epi32(0x80));
-    __m256i a = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
-    __m256i nan = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7f800000));
-    __m256i one = _mm256_set1_epi32(1), rn, rs, normal;
-    if (e5) {
-        a = _mm256_min_epu32(a, _mm256_set1_epi32(0x47600000));
-        normal = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x387fffff));
-        rn = _mm256_add_epi32(_mm256_add_epi32(a, _mm256_set1_epi32(0xfffff)),
-                              _mm256_and_si256(_mm256_srli_epi32(a, 21), one));
-        rn = _mm256_sub_epi32(_mm256_srli_epi32(rn, 21), _mm256_set1_epi32(448));
-        __m256 f = _mm256_add_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(128.0f));
-        rs = _mm256_sub_epi32(_mm256_castps_si256(f), _mm256_set1_epi32(0x43000000));
-    } else {
-        a = _mm256_min_epu32(a, _mm256_set1_epi32(0x43e00000));
-        normal = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x3c7fffff));
-        rn = _mm256_add_epi32(_mm256_add_epi32(a, _mm256_set1_epi32(0x7ffff)),
-                              _mm256_and_si256(_mm256_srli_epi32(a, 20), one));
-        rn = _mm256_sub_epi32(_mm256_srli_epi32(rn, 20), _mm256_set1_epi32(960));
-        __m256 f = _mm256_add_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(16384.0f));
-        rs = _mm256_sub_epi32(_mm256_castps_si256(f), _mm256_set1_epi32(0x46800000));
-    }
+    __m256i sign = _mm256_slli_epi32(_mm256_srli_epi32(u, 31), 7);
+    __m256i a = _mm256_and_si256(u, k->absm);
+    __m256i nan = _mm256_cmpgt_epi32(a, k->inf);
+    a = _mm256_min_epu32(a, k->maxb);
+    __m256i normal = _mm256_cmpgt_epi32(a, k->minnorm_m1);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(a, k->shift), k->one);
+    __m256i rn = _mm256_add_epi32(_mm256_add_epi32(a, k->half_m1), lsb);
+    rn = _mm256_srli_epi32(rn, k->shift);
+    __m256 f = _mm256_add_ps(_mm256_castsi256_ps(a), k->sub_add);
+    __m256i rs = _mm256_sub_epi32(_mm256_castps_si256(f), k->sub_bias);
     __m256i r = _mm256_or_si256(_mm256_blendv_epi8(rs, rn, normal), sign);
-    return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7f), nan);
+    return _mm256_blendv_epi8(r, k->nan_code, nan);
 }
 
-TGT static void avx2_fp8_enc(uint8_t *q, const float *x, unsigned n, float s, int fmt)
+TGT static void avx2_fp8_enc(uint8_t *q, const float *x, unsigned n, float f, int mul, int fmt)
 {
-    const __m256 sv = _mm256_set1_ps(s);
-    int e5 = fmt == KV_FMT_FP8_E5M2;
+    const __m256 sv = _mm256_set1_ps(f);
+    struct fp8c k;
+    k.absm = _mm256_set1_epi32(0x7fffffff);
+    k.inf = _mm256_set1_epi32(0x7f800000);
+    k.nan_code = _mm256_set1_epi32(0x7f);
+    k.one = _mm256_set1_epi32(1);
+    if (fmt == KV_FMT_FP8_E5M2) {
+        k.maxb = _mm256_set1_epi32(0x47600000);
+        k.minnorm_m1 = _mm256_set1_epi32(0x387fffff);
+        k.half_m1 = _mm256_set1_epi32((int)(0xfffffu - (448u << 21)));
+        k.sub_add = _mm256_set1_ps(128.0f);
+        k.sub_bias = _mm256_set1_epi32(0x43000000);
+        k.shift = 21;
+    } else {
+        k.maxb = _mm256_set1_epi32(0x43e00000);
+        k.minnorm_m1 = _mm256_set1_epi32(0x3c7fffff);
+        k.half_m1 = _mm256_set1_epi32((int)(0x7ffffu - (960u << 20)));
+        k.sub_add = _mm256_set1_ps(16384.0f);
+        k.sub_bias = _mm256_set1_epi32(0x46800000);
+        k.shift = 20;
+    }
+    if (mul) {
+        for (unsigned i = 0; i < n; i += 32) {
+            __m256i r0 = fp8_enc8(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv), &k);
+            __m256i r1 = fp8_enc8(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), sv), &k);
+            __m256i r2 = fp8_enc8(_mm256_mul_ps(_mm256_loadu_ps(x + i + 16), sv), &k);
+            __m256i r3 = fp8_enc8(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), sv), &k);
+            _mm256_storeu_si256((__m256i *)(q + i), pack_bytes(r0, r1, r2, r3, 0));
+        }
+        return;
+    }
     for (unsigned i = 0; i < n; i += 32) {
-        __m256i r[4];
-        for (int j = 0; j < 4; j++)
-            r[j] = fp8_enc8(_mm256_div_ps(_mm256_loadu_ps(x + i + 8 * j), sv), e5);
-        _mm256_storeu_si256((__m256i *)(q + i), pack_bytes(r[0], r[1], r[2], r[3], 0));
+        __m256i r0 = fp8_enc8(_mm256_div_ps(_mm256_loadu_ps(x + i), sv), &k);
+        __m256i r1 = fp8_enc8(_mm256_div_ps(_mm256_loadu_ps(x + i + 8), sv), &k);
+        __m256i r2 = fp8_enc8(_mm256_div_ps(_mm256_loadu_ps(x + i + 16), sv), &k);
+        __m256i r3 = fp8_enc8(_mm256_div_ps(_mm256_loadu_ps(x + i + 24), sv), &k);
+        _mm256_storeu_si256((__m256i *)(q + i), pack_bytes(r0, r1, r2, r3, 0));
     }
 }
 
@@ -186,13 +214,14 @@ TGT static void avx2_fp8_dec(float *y, const uint8_t *q, unsigned n, float s, in
     }
 }
 
-TGT static void avx2_i8_enc(int8_t *q, const float *x, unsigned n, float s)
+TGT static void avx2_i8_enc(int8_t *q, const float *x, unsigned n, float f, int mul)
 {
-    const __m256 sv = _mm256_set1_ps(s), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    const __m256 sv = _mm256_set1_ps(f), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
     for (unsigned i = 0; i < n; i += 32) {
         __m256i r[4];
         for (int j = 0; j < 4; j++) {
-            __m256 d = _mm256_div_ps(_mm256_loadu_ps(x + i + 8 * j), sv);
+            __m256 xv = _mm256_loadu_ps(x + i + 8 * j);
+            __m256 d = mul ? _mm256_mul_ps(xv, sv) : _mm256_div_ps(xv, sv);
             __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(d, d, _CMP_UNORD_Q));
             d = _mm256_min_ps(_mm256_max_ps(d, lo), hi);
             r[j] = _mm256_andnot_si256(nan, _mm256_cvtps_epi32(d));

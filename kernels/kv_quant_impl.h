@@ -27,12 +27,13 @@ struct kvq_ops {
     /* kvq_asym_params (kv_quant_scalar.h) for n groups: rec[i], s[i], m[i] from mn[i], mx[i]. */
     void (*a_params)(struct kv_sm16 *rec, float *s, float *m, const float *mn, const float *mx,
                      unsigned n, float qmax);
-    /* FP8 codes of x[i] / s (s > 0), fmt KV_FMT_FP8_E4M3 or _E5M2. */
-    void (*fp8_enc)(uint8_t *q, const float *x, unsigned n, float s, int fmt);
+    /* FP8 codes of y = x[i] / f (mul == 0) or x[i] * f (mul != 0), f > 0 (kvq_token_scale), fmt
+     * KV_FMT_FP8_E4M3 or _E5M2. */
+    void (*fp8_enc)(uint8_t *q, const float *x, unsigned n, float f, int mul, int fmt);
     /* y[i] = fp8_to_f32(q[i]) * s. */
     void (*fp8_dec)(float *y, const uint8_t *q, unsigned n, float s, int fmt);
-    /* q[i] = NaN(x/s) ? 0 : clamp(rne(x[i] / s), -127, 127), s > 0. */
-    void (*i8_enc)(int8_t *q, const float *x, unsigned n, float s);
+    /* q[i] = NaN(y) ? 0 : clamp(rne(y), -127, 127), y as for fp8_enc. */
+    void (*i8_enc)(int8_t *q, const float *x, unsigned n, float f, int mul);
     /* y[i] = (float)q[i] * s. */
     void (*i8_dec)(float *y, const int8_t *q, unsigned n, float s);
     /* f16 (bf16 != 0: bfloat16) encodings of x[i], RNE. */

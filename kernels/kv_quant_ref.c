@@ -94,11 +94,10 @@ static void ref_a_params(struct kv_sm16 *rec, float *s, float *m, const float *m
         rec[i] = kvq_asym_params(mn[i], mx[i], qmax, &s[i], &m[i]);
 }
 
-static void ref_fp8_enc(uint8_t *q, const float *x, unsigned n, float s, int fmt)
+static void ref_fp8_enc(uint8_t *q, const float *x, unsigned n, float f, int mul, int fmt)
 {
     for (unsigned i = 0; i < n; i++)
-        q[i] = fmt == KV_FMT_FP8_E4M3 ? kv_fp8_e4m3_from_f32(x[i] / s)
-                                      : kv_fp8_e5m2_from_f32(x[i] / s);
+        q[i] = kvq_fp8_enc(mul ? x[i] * f : x[i] / f, fmt == KV_FMT_FP8_E5M2);
 }
 
 static void ref_fp8_dec(float *y, const uint8_t *q, unsigned n, float s, int fmt)
@@ -107,10 +106,10 @@ static void ref_fp8_dec(float *y, const uint8_t *q, unsigned n, float s, int fmt
         y[i] = (fmt == KV_FMT_FP8_E4M3 ? kv_fp8_e4m3_to_f32(q[i]) : kv_fp8_e5m2_to_f32(q[i])) * s;
 }
 
-static void ref_i8_enc(int8_t *q, const float *x, unsigned n, float s)
+static void ref_i8_enc(int8_t *q, const float *x, unsigned n, float f, int mul)
 {
     for (unsigned i = 0; i < n; i++) {
-        float d = x[i] / s;
+        float d = mul ? x[i] * f : x[i] / f;
         q[i] = isnan(d) ? 0 : (int8_t)nearbyintf(d > 127.0f ? 127.0f : (d < -127.0f ? -127.0f : d));
     }
 }

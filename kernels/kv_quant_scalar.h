@@ -100,6 +100,26 @@ static inline KVQ_HD float kvq_fp8_dec(uint8_t c, int e5)
     return kvq_u2f(kvq_f2u(f) | (uint32_t)(c & 0x80) << 24);
 }
 
+/* Per-token scale of FP8/INT8: s = amax / qmax (dynamic) or the static scale. What the encoder
+ * applies: static scales divide (cvt(x / s), as vLLM does); dynamic scales multiply by r = 1 / s
+ * (as vLLM's dynamic per-token quantizer does: one division per token instead of per element),
+ * unless r overflows (s < 2^-128), then they divide too. Returns s (stored in the page); *f, *mul
+ * say what the encoder uses. s == 0 means: encode zeros (NaN stays NaN in FP8). */
+static inline KVQ_HD float kvq_token_scale(float amax, float qmax, float sscale, float *f, int *mul)
+{
+    float s = sscale > 0.0f ? sscale : amax / qmax;
+    *f = s;
+    *mul = 0;
+    if (!(sscale > 0.0f) && s > 0.0f) {
+        float r = 1.0f / s;
+        if (kvq_f2u(r) < 0x7f800000) {
+            *f = r;
+            *mul = 1;
+        }
+    }
+    return s;
+}
+
 /* Largest f16 <= v (|v| <= 65504). */
 static inline KVQ_HD uint16_t kvq_f16_down(float v)
 {

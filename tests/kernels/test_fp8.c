@@ -99,7 +99,8 @@ Test(fp8, golden_float_sample_and_specials)
     for (int k = 0, nt = n_tiers(t); k < nt; k++)
         for (int e5 = 0; e5 < 2; e5++) {
             /* x / 1.0f == x for every non-NaN x, and NaN stays NaN: the row op is the bare cvt */
-            t[k]->fp8_enc(q, (const float *)g->in, n, 1.0f, e5 ? KV_FMT_FP8_E5M2 : KV_FMT_FP8_E4M3);
+            t[k]->fp8_enc(q, (const float *)g->in, n, 1.0f, 0,
+                          e5 ? KV_FMT_FP8_E5M2 : KV_FMT_FP8_E4M3);
             for (uint32_t i = 0; i < g->n; i++)
                 cr_assert_eq(q[i], e5 ? g->c5[i] : g->c4[i], "tier %d e5 %d input %08x", k, e5,
                              g->in[i]);
@@ -154,7 +155,7 @@ Test(fp8, sweep_all_floats, .timeout = 120)
         for (uint64_t base = 0; base < (1ull << 32); base += CH) {
             for (uint32_t i = 0; i < CH; i++)
                 in[i] = (uint32_t)(base + i);
-            o->fp8_enc(q, (const float *)in, CH, 1.0f, fmt);
+            o->fp8_enc(q, (const float *)in, CH, 1.0f, 0, fmt);
             kvq_sweep_add(&sw, q, CH);
             if (base % (61ull * CH) == 0)
                 for (uint32_t i = 0; i < CH; i += 61)
