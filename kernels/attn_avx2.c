@@ -138,36 +138,30 @@ INLINE float tok_scale(int fmt, const struct attn_seg *s, unsigned t)
     }
 }
 
-/* Partial dot products of one row with hn (1..4) query heads, into part[hh*64 + lane]. */
-INLINE void dot_row(int fmt, const uint8_t *row, const float *q, unsigned d, unsigned hn,
-                    float *part)
+/* Partial dot products of two rows with hn (1..4) query heads, into part[hh*64 + lane] (row 0)
+ * and part[hh*64 + 8 + lane] (row 1): each query slice loaded once serves both rows. */
+INLINE void dot_row2(int fmt, const uint8_t *r0, const uint8_t *r1, const float *q, unsigned d,
+                     unsigned hn, float *part)
 {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 a[4][2];
+    for (unsigned hh = 0; hh < 4; hh++)
+        a[hh][0] = a[hh][1] = _mm256_setzero_ps();
     for (unsigned c = 0; c < d; c += 16) {
-        __m256 lo, hi;
-        load16(fmt, row, c, &lo, &hi);
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c), lo, a0);
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + c + 8), hi, a0);
-        if (hn > 1) {
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + c), lo, a1);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + c + 8), hi, a1);
-        }
-        if (hn > 2) {
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 2 * d + c), lo, a2);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 2 * d + c + 8), hi, a2);
-        }
-        if (hn > 3) {
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 3 * d + c), lo, a3);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 3 * d + c + 8), hi, a3);
+        __m256 l0, h0, l1, h1;
+        load16(fmt, r0, c, &l0, &h0);
+        load16(fmt, r1, c, &l1, &h1);
+        for (unsigned hh = 0; hh < hn; hh++) {
+            __m256 ql = _mm256_loadu_ps(q + hh * d + c), qh = _mm256_loadu_ps(q + hh * d + c + 8);
+            a[hh][0] = _mm256_fmadd_ps(ql, l0, a[hh][0]);
+            a[hh][1] = _mm256_fmadd_ps(ql, l1, a[hh][1]);
+            a[hh][0] = _mm256_fmadd_ps(qh, h0, a[hh][0]);
+            a[hh][1] = _mm256_fmadd_ps(qh, h1, a[hh][1]);
         }
     }
-    _mm256_storeu_ps(part, a0);
-    if (hn > 1)
-        _mm256_storeu_ps(part + 64, a1);
-    if (hn > 2)
-        _mm256_storeu_ps(part + 128, a2);
-    if (hn > 3)
-        _mm256_storeu_ps(part + 192, a3);
+    for (unsigned hh = 0; hh < hn; hh++) {
+        _mm256_storeu_ps(part + hh * 64, a[hh][0]);
+        _mm256_storeu_ps(part + hh * 64 + 8, a[hh][1]);
+    }
 }
 
 /* Stores the reduced sums of 8 tokens (times per-token multipliers mul, plus lin) for hn heads. */
@@ -200,22 +194,25 @@ INLINE void dot_simple(int fmt, const struct attn_seg *s, unsigned t0, unsigned 
         unsigned hn = g - h0 < 4 ? g - h0 : 4;
         for (unsigned j0 = 0; j0 < n; j0 += 8) {
             unsigned jn = n - j0 < 8 ? n - j0 : 8;
-            for (unsigned jj = 0; jj < 8; jj++) {
-                unsigned t = t0 + j0 + (jj < jn ? jj : 0); /* pad with a valid row */
-                const uint8_t *row = s->data + t * rs;
-                mul[jj] = tok_scale(fmt, s, t);
+            for (unsigned jj = 0; jj < 8; jj += 2) {
+                unsigned ta = t0 + j0 + (jj < jn ? jj : 0); /* pad with a valid row */
+                unsigned tb = t0 + j0 + (jj + 1 < jn ? jj + 1 : 0);
+                const uint8_t *ra = s->data + ta * rs, *rb = s->data + tb * rs;
+                const float *qh = q + (size_t)h0 * d;
+                mul[jj] = tok_scale(fmt, s, ta);
+                mul[jj + 1] = tok_scale(fmt, s, tb);
                 switch (hn) {
                 case 1:
-                    dot_row(fmt, row, q + (size_t)h0 * d, d, 1, part + jj * 8);
+                    dot_row2(fmt, ra, rb, qh, d, 1, part + jj * 8);
                     break;
                 case 2:
-                    dot_row(fmt, row, q + (size_t)h0 * d, d, 2, part + jj * 8);
+                    dot_row2(fmt, ra, rb, qh, d, 2, part + jj * 8);
                     break;
                 case 3:
-                    dot_row(fmt, row, q + (size_t)h0 * d, d, 3, part + jj * 8);
+                    dot_row2(fmt, ra, rb, qh, d, 3, part + jj * 8);
                     break;
                 default:
-                    dot_row(fmt, row, q + (size_t)h0 * d, d, 4, part + jj * 8);
+                    dot_row2(fmt, ra, rb, qh, d, 4, part + jj * 8);
                     break;
                 }
             }
