@@ -180,6 +180,21 @@ Test(special, static_scale)
     cr_assert_eq(seg[7], 0x7e);
     cr_assert_eq(kv_dequant_seg(&l, KV_KIND_K, seg, 0, T, y, D), 0);
     cr_assert_eq(y[7], 448.0f * ss);
+    /* dynamic scale: s = amax / 448 stored, codes cvt(x * fl(1 / s)) */
+    for (int t = KV_TIER_REF; t <= KV_TIER_AVX512; t++) {
+        if (kv_quant_set_tier(t) != 0)
+            continue;
+        cr_assert_eq(kv_quant_seg(&l, KV_KIND_K, seg, x, KV_DT_F32, D, T, 0.0f), 0);
+        for (unsigned tok = 0; tok < T; tok++) {
+            float amax = 0;
+            for (unsigned c = 0; c < D; c++)
+                amax = fmaxf(amax, fabsf(x[tok * D + c]));
+            cr_assert_eq(sc[tok], amax / 448.0f);
+            for (unsigned c = 0; c < D; c++)
+                cr_assert_eq(seg[tok * D + c],
+                             kv_fp8_e4m3_from_f32(x[tok * D + c] * (1.0f / sc[tok])));
+        }
+    }
     /* static scale on a format without per-token scales, or a bad value: -EINVAL */
     cr_assert_eq(kv_quant_seg(&l, KV_KIND_V, seg, x, KV_DT_F32, D, T, ss), -EINVAL);
     cr_assert_eq(kv_quant_seg(&l, KV_KIND_K, seg, x, KV_DT_F32, D, T, -1.0f), -EINVAL);
