@@ -352,7 +352,7 @@ int kv_spill_write(struct kv_spill *s, const struct kv_spill_meta *m, const void
     uint32_t slot;
     int err;
 
-    if (!m || !page || kv_layout_check(&m->layout) != 0 || m->ntok == 0 ||
+    if (!s->scanned || !m || !page || kv_layout_check(&m->layout) != 0 || m->ntok == 0 ||
         m->ntok > m->layout.page_tokens || memchr(m->ns, 0, KV_SPILL_NS) == NULL)
         return -EINVAL;
     in_bytes = kv_page_bytes(&m->layout);
@@ -549,8 +549,8 @@ int kv_spill_scan(struct kv_spill *s,
     char line[128];
     int err = 0, r;
 
-    if (s->inflight || s->nfree != s->nslots)
-        return -EBUSY;
+    if (s->scanned)
+        return -EALREADY;
     s->nfree = 0;
     s->st.scan_valid = s->st.scan_corrupt = 0;
     for (uint32_t i = 0; i < s->nslots; i++) {
@@ -605,6 +605,7 @@ int kv_spill_scan(struct kv_spill *s,
         s->free[b] = t;
     }
     s->st.scan_valid = nvalid;
+    s->scanned = 1;
     if (s->log && s->nslots > SPILL_SCAN_LOG) {
         snprintf(line, sizeof line, "spill: scan done: %u valid, %" PRIu64 " damaged, %u slots",
                  nvalid, s->st.scan_corrupt, s->nslots);

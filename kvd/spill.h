@@ -146,7 +146,9 @@ int kv_spill_event_fd(struct kv_spill *s);
  * as stored, flags include KV_SPILL_F_DEMOTED when demoted). cb returns 0 to keep the slot, 1 to
  * drop it (e.g. an older duplicate of a hash: the slot is invalidated on disk), or a negative errno
  * to stop the scan, which then returns that value. Slots that do not verify are freed and counted
- * (scan_corrupt); payloads are verified on restore. Call once, after open, before any write.
+ * (scan_corrupt); payloads are verified on restore. Call once, after open, before any write
+ * (kv_spill_write fails with -EINVAL until then, so a slot from an earlier run is never overwritten
+ * unseen); a second call returns -EALREADY.
  * Synchronous: it blocks for the time it takes to read one 4 KiB block per slot (progress goes to
  * cfg.log for stores over 64k slots). Returns the number of valid slots or a negative errno. */
 int kv_spill_scan(struct kv_spill *s,
@@ -157,7 +159,7 @@ int kv_spill_scan(struct kv_spill *s,
  * slot (>= 0) the page will occupy; its completion (op WRITE) says whether it landed. Errors (no
  * completion then): -ENOSPC no free slot (store full: drop the victim), -EBUSY queue depth
  * reached (try later or drop), -EINVAL bad layout or meta, -E2BIG page larger than max_page_bytes,
- * -ENOTSUP a format that cannot be converted in this build. */
+ * -ENOTSUP a format that cannot be converted in this build; -EINVAL also before kv_spill_scan. */
 int kv_spill_write(struct kv_spill *s, const struct kv_spill_meta *m, const void *page,
                    void *cookie);
 

@@ -45,6 +45,7 @@ struct kv_spill {
     int backend;               /* enum kv_spill_backend */
     int gpu;                   /* staging is pinned CUDA host memory; pages may be on a device */
     int closing;
+    int scanned; /* kv_spill_scan ran: the free list reflects the disk */
     void (*log)(void *arg, const char *line);
     void *log_arg;
     uint64_t seq;     /* last write sequence number */

@@ -493,6 +493,9 @@ Test(spill_basic, bad_arguments)
     cr_assert_eq(kv_spill_open(&s, &cfg, why, sizeof why), -ENOSPC);
     s = th_open(e->path, 0, 4, 4);
     m = th_meta(&e->l, 1);
+    cr_assert_eq(kv_spill_write(s, &m, e->pages, NULL), -EINVAL, "write before scan");
+    cr_assert_eq(kv_spill_scan(s, NULL, NULL), 0);
+    cr_assert_eq(kv_spill_scan(s, NULL, NULL), -EALREADY);
     m.layout.head_dim = 0;
     cr_assert_eq(kv_spill_write(s, &m, e->pages, NULL), -EINVAL);
     m = th_meta(&e->l, 1);
