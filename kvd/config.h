@@ -42,6 +42,14 @@
     X("metrics_listen", STR, metrics_listen, "127.0.0.1:9477",                                    \
       "address:port of the Prometheus metrics endpoint (HTTP); port 0 picks a free port; "        \
       "empty disables it")                                                                         \
+    X("spill_path", STR, spill_path, "",                                                           \
+      "spill store file or block device; empty: <state_dir>/kvd.spill; none: no spill tier")     \
+    X("spill_size", SIZE, spill_size, "1G", "size of a new spill store file; 0 disables the tier") \
+    X("spill_page_max", SIZE, spill_page_max, "512K",                                              \
+      "largest page (after conversion to FP8) a slot holds; fixes the slot size of a new store")   \
+    X("spill_queue_depth", UINT, spill_queue_depth, "32", "spill reads and writes in flight")     \
+    X("spill_sync", BOOL, spill_sync, "false",                                                     \
+      "use pread/pwrite instead of io_uring (chosen automatically when io_uring is refused)")     \
     X("fault_injection", BOOL, fault_injection, "false",                                           \
       "allow tests to inject allocation failures through the admin protocol (never in production)")
 
@@ -62,6 +70,11 @@ struct kv_config {
     uint64_t socket_mode;
     char log_level[KV_PATH_MAX];
     char metrics_listen[KV_PATH_MAX];
+    char spill_path[KV_PATH_MAX];
+    uint64_t spill_size;
+    uint64_t spill_page_max;
+    uint64_t spill_queue_depth;
+    uint64_t spill_sync;
     uint64_t fault_injection;
 };
 

@@ -56,6 +56,7 @@ void kvd_stats_refresh(struct kvd *d)
     d->st.chunks_total = d->pool.nchunks;
     d->st.chunks_used = pc.chunks_used;
     d->st.evictions = d->pool.evictions;
+    kvd_tier_stats(d);
 }
 
 /* ---- exposition ------------------------------------------------------------------------------ */

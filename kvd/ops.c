@@ -186,17 +186,43 @@ static void lookup_reply(struct req *r, int count_stats)
     reply_body(r, hit, sizeof(rep) + (size_t)hit * sizeof(struct kvp_page));
 }
 
-static int would_wait(struct kvd *d, struct kv_client *c, const struct kvp_msg *m)
+enum { NOT_BLOCKED = 0, BLOCKED_PENDING = 1, BLOCKED_RESTORE = 2 };
+
+/* Where would this chain stop? BLOCKED_PENDING: at a page another client is writing;
+ * BLOCKED_RESTORE: at spilled pages kvd is restoring (restores of the whole run of spilled pages
+ * the chain reaches are started here). The restores' allocations may evict unpinned pages, which
+ * is why nothing is pinned before the chain is settled. */
+static int lookup_blocked(struct kvd *d, struct kv_client *c, const struct kvp_msg *m)
 {
+    int started = 0, restoring = 0;
     for (uint32_t i = 0; i < m->hdr.count; i++) {
-        struct kv_page *pg =
-            kv_pool_page_of(kv_pool_find(&d->pool, c->ns->id, m->elems + (size_t)i * 16));
-        if (!pg)
-            return 0;
-        if (pg->state == KV_PAGE_WRITING)
-            return 1;
+        struct kv_inode *in = kv_pool_find(&d->pool, c->ns->id, m->elems + (size_t)i * 16);
+        if (!in)
+            break;
+        if (in->kind == KV_INODE_SPILLED) {
+            if (!kvd_tier_blocked(d, c->ns, in, &started))
+                break;
+            restoring = 1;
+            continue;
+        }
+        if (restoring)
+            break;
+        if (kv_pool_page_of(in)->state == KV_PAGE_WRITING)
+            return BLOCKED_PENDING;
     }
-    return 0;
+    return restoring ? BLOCKED_RESTORE : NOT_BLOCKED;
+}
+
+/* Should a lookup parked since `since` (with its own deadline `deadline`) keep waiting at `now`?
+ * Pages on disk are restored before the reply (up to KVD_RESTORE_WAIT_MS); pending pages are
+ * waited for only when the caller asked, up to its wait_ms. */
+static int must_wait(struct kvd *d, struct kv_client *c, const struct kvp_msg *m, uint64_t since,
+                     uint64_t deadline, uint64_t now)
+{
+    int b = lookup_blocked(d, c, m);
+    if (b == BLOCKED_RESTORE)
+        return now < since + KVD_RESTORE_WAIT_MS;
+    return b == BLOCKED_PENDING && (m->u.lookup.flags & KVP_LOOKUP_WAIT) && now < deadline;
 }
 
 static void op_lookup(struct req *r, const uint8_t *frame, size_t len)
@@ -204,18 +230,19 @@ static void op_lookup(struct req *r, const uint8_t *frame, size_t len)
     struct kvd *d = r->d;
     const struct kvp_lookup *l = &r->m.u.lookup;
 
-    if ((l->flags & KVP_LOOKUP_WAIT) && l->wait_ms && would_wait(d, r->c, &r->m) &&
-        d->nwaiters < d->cfg.max_waiters) {
+    uint64_t now = kv_now_ms(), deadline = now + l->wait_ms;
+
+    if (must_wait(d, r->c, &r->m, now, deadline, now) && d->nwaiters < d->cfg.max_waiters) {
         struct kv_waiter *w = &d->waiters[d->nwaiters];
         w->frame = kv_malloc(len);
-        if (w->frame) { /* without memory, answer now: the caller sees PENDING */
+        if (w->frame) { /* without memory, answer now: the caller sees a miss or PENDING */
             memcpy(w->frame, frame, len);
             w->frame_len = len;
             w->client_id = r->c->id;
             w->slot = (uint32_t)(r->c - d->clients);
-            w->deadline_ms = kv_now_ms() + l->wait_ms;
+            w->since_ms = now;
+            w->deadline_ms = deadline;
             d->nwaiters++;
-            d->st.lookup_pending++;
             return;
         }
     }
@@ -236,7 +263,7 @@ void kvd_eval_waiters(struct kvd *d, uint64_t now)
             i++;
             continue;
         }
-        if (now < w->deadline_ms && would_wait(d, c, &r.m)) {
+        if (must_wait(d, c, &r.m, w->since_ms, w->deadline_ms, now)) {
             i++;
             continue;
         }

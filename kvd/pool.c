@@ -444,10 +444,13 @@ void kv_pool_unref(struct kv_pool *p, struct kv_page *pg)
     assert(pg->refs > 0);
     if (--pg->refs > 0)
         return;
-    if (pg->state == KV_PAGE_WRITING)
+    if (pg->state == KV_PAGE_WRITING) {
         page_free(p, pg);
-    else if (pg->state == KV_PAGE_COMMITTED && pg->n_children == 0)
-        p->pol_ops->add(pg->chunk->ns->pol, &pg->pol);
+    } else if (pg->state == KV_PAGE_COMMITTED) {
+        p->pol_ops->touch(pg->chunk->ns->pol, &pg->pol); /* the end of a use is a use */
+        if (pg->n_children == 0)
+            p->pol_ops->add(pg->chunk->ns->pol, &pg->pol);
+    }
 }
 
 int kv_pool_commit(struct kv_pool *p, struct kv_page *pg, const uint8_t *hash,

@@ -26,7 +26,7 @@
 #include "log.h"
 #include "mem.h"
 
-enum { SRC_ZMQ = 1, SRC_ZAP, SRC_LISTEN, SRC_SIDE, SRC_PIDFD, SRC_SIGNAL, SRC_METRICS };
+enum { SRC_ZMQ = 1, SRC_ZAP, SRC_LISTEN, SRC_SIDE, SRC_PIDFD, SRC_SIGNAL, SRC_METRICS, SRC_SPILL };
 
 #define EV(tag, slot) (((uint64_t)(tag) << 32) | (uint32_t)(slot))
 
@@ -492,7 +492,7 @@ int kvd_start(struct kvd *d)
     sigset_t mask;
 
     d->epfd = d->listen_fd = d->sig_fd = d->lock_fd = -1;
-    d->router_fd = d->zap_fd = d->metrics_fd = -1;
+    d->router_fd = d->zap_fd = d->metrics_fd = d->spill_fd = -1;
     if (sodium_init() < 0)
         return -EIO;
     if (d->cfg.client_group[0]) {
@@ -559,6 +559,14 @@ int kvd_start(struct kvd *d)
                (unsigned long long)d->cfg.arena_size, (unsigned long long)d->cfg.chunk_size);
         return rc;
     }
+    rc = make_dir(d->cfg.state_dir, 0750);
+    if (rc) {
+        kv_err("cannot create state_dir %s: %s", d->cfg.state_dir, strerror(-rc));
+        return rc;
+    }
+    rc = kvd_tier_open(d);
+    if (rc)
+        return rc;
     d->clients = calloc(d->cfg.max_clients, sizeof(*d->clients));
     d->waiters = calloc(d->cfg.max_waiters ? d->cfg.max_waiters : 1, sizeof(*d->waiters));
     d->reply_cap = 2 * sizeof(struct kvp_hdr) + sizeof(struct kvp_lookup_rep) +
@@ -600,7 +608,8 @@ int kvd_start(struct kvd *d)
                     strerror(errno));
     }
     if (ep_add(d, d->listen_fd, EV(SRC_LISTEN, 0)) || ep_add(d, d->sig_fd, EV(SRC_SIGNAL, 0)) ||
-        ep_add(d, d->router_fd, EV(SRC_ZMQ, 0)) || ep_add(d, d->zap_fd, EV(SRC_ZAP, 0)))
+        ep_add(d, d->router_fd, EV(SRC_ZMQ, 0)) || ep_add(d, d->zap_fd, EV(SRC_ZAP, 0)) ||
+        (d->spill_fd >= 0 && ep_add(d, d->spill_fd, EV(SRC_SPILL, 0))))
         return -errno;
     d->metrics_fd = -1;
     if (d->cfg.metrics_listen[0]) {
@@ -636,7 +645,8 @@ static int next_timeout(struct kvd *d, uint64_t now)
 {
     uint64_t t = 1000;
     for (uint32_t i = 0; i < d->nwaiters; i++) {
-        uint64_t left = d->waiters[i].deadline_ms > now ? d->waiters[i].deadline_ms - now : 0;
+        uint64_t end = kv_waiter_end(&d->waiters[i], now);
+        uint64_t left = end > now ? end - now : 0;
         if (left < t)
             t = left;
     }
@@ -666,6 +676,7 @@ int kvd_run(struct kvd *d)
             case SRC_ZMQ: break; /* serviced below, every iteration */
             case SRC_ZAP: break;
             case SRC_METRICS: kvd_metrics_service(d); break;
+            case SRC_SPILL: kvd_tier_service(d); break;
             case SRC_LISTEN: side_accept(d); break;
             case SRC_SIDE:
                 if (c && c->state != KV_CLIENT_FREE)
@@ -692,6 +703,7 @@ int kvd_run(struct kvd *d)
         now = kv_now_ms();
         if (d->nwaiters)
             kvd_eval_waiters(d, now);
+        kvd_tier_submit(d);
         if (now - last_check >= 200) {
             check_timeouts(d, now);
             last_check = now;
@@ -730,6 +742,7 @@ void kvd_stop(struct kvd *d)
         unlink(d->pub_ep + 6);
     for (uint32_t i = 0; i < d->nwaiters; i++)
         kv_free(d->waiters[i].frame);
+    kvd_tier_close(d);
     kv_pool_free(&d->pool);
     kv_arena_close(&d->arena);
     free(d->clients);

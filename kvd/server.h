@@ -24,6 +24,8 @@
 #include "proto.h"
 #include "sock.h"
 
+struct kv_spill;
+
 #define KV_RID_MAX 64 /* ZeroMQ routing ids kvd accepts (libzmq's own are 5 bytes) */
 
 enum kv_client_state { KV_CLIENT_FREE = 0, KV_CLIENT_HELLO, KV_CLIENT_WELCOMED, KV_CLIENT_ATTACHED };
@@ -51,7 +53,8 @@ struct kv_client {
 struct kv_waiter {
     uint32_t client_id;
     uint32_t slot;
-    uint64_t deadline_ms;
+    uint64_t since_ms;       /* parked at */
+    uint64_t deadline_ms;    /* the caller's wait for a pending page ends */
     uint8_t *frame;          /* copy of the LOOKUP request */
     size_t frame_len;
 };
@@ -83,6 +86,11 @@ struct kvd {
     void *mhd;
     int metrics_fd;          /* fd to poll for the metrics server, -1 when disabled */
     unsigned metrics_port;   /* bound port */
+    /* spill tier (tier.c) */
+    struct kv_spill *spill;  /* NULL when disabled or unavailable */
+    int spill_fd;            /* its completion eventfd, -1 without */
+    uint64_t tier_dropped;   /* victims dropped instead of spilled (besides the store's count) */
+    uint64_t tier_restored;  /* pages restored from the store */
     /* systemd (notify.c) */
     uint64_t watchdog_ms;    /* WATCHDOG_USEC / 1000, 0 when no watchdog */
     uint64_t last_watchdog_ms;
@@ -109,6 +117,26 @@ void kvd_notify_stopping(struct kvd *d);
 /* notify.c: send WATCHDOG=1 when half the interval has passed; returns ms until the next one
  * (or 1000 without a watchdog). */
 uint64_t kvd_notify_tick(struct kvd *d, uint64_t now_ms);
+
+/* tier.c: open the spill store and re-index it (0 also when the tier is unavailable: kvd then
+ * drops victims; a negative errno only for a failed re-index). Installs the pool hooks. */
+int kvd_tier_open(struct kvd *d);
+void kvd_tier_close(struct kvd *d);
+void kvd_tier_service(struct kvd *d); /* reap completions */
+void kvd_tier_submit(struct kvd *d);  /* push queued I/O, once per loop turn */
+void kvd_tier_stats(struct kvd *d);   /* fill the spill_* counters of d->st */
+/* tier.c: a lookup reached spill record `in` of ns: start its restore if it is not under way.
+ * Returns 1 if the lookup must wait for it, 0 if it is a miss. *started counts restores begun. */
+int kvd_tier_blocked(struct kvd *d, struct kv_ns *ns, struct kv_inode *in, int *started);
+
+/* When a parked lookup must be looked at again without any change in the pool: its caller's wait
+ * for a pending page ends, or (past that) its wait for restores from disk ends. */
+#define KVD_RESTORE_WAIT_MS 10000u
+static inline uint64_t kv_waiter_end(const struct kv_waiter *w, uint64_t now)
+{
+    uint64_t restore_end = w->since_ms + KVD_RESTORE_WAIT_MS;
+    return w->deadline_ms > now && w->deadline_ms < restore_end ? w->deadline_ms : restore_end;
+}
 
 /* Monotonic milliseconds. */
 uint64_t kv_now_ms(void);

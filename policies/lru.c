@@ -1,9 +1,11 @@
 /*
  * lru.c - least-recently-used page eviction.
  *
- * Invariants: the list holds exactly the linked entries, most recently used at the head; victim()
- * is the tail. add() counts as a use (a page becomes evictable when its last lease is released,
- * which is its last use). Scores are ignored.
+ * Invariants: the list holds exactly the linked entries in order of their last use (tick), most
+ * recent at the head; victim() is the tail. A use is a touch(); add() keeps the entry's own tick,
+ * so a parent that becomes a leaf when its child is evicted goes where its last use puts it (next
+ * to its cold child, usually at the tail) instead of looking fresh. An entry never used (tick 0)
+ * counts as used now. Scores are ignored.
  */
 #include "policy.h"
 
@@ -54,8 +56,22 @@ static void lru_add(struct pol *p, struct pol_entry *e)
 {
     if (e->linked)
         lru_unlink(p, e);
-    e->tick = ++p->tick;
-    lru_push_head(p, e);
+    if (e->tick == 0)
+        e->tick = ++p->tick;
+    /* the common case, a page released just now, goes to the head at once; an old entry is
+     * placed by walking from the cold end, where it belongs */
+    struct pol_entry *newer = &p->head;
+    if (p->n && e->tick < p->head.next->tick) {
+        newer = p->head.prev;
+        while (newer != &p->head && newer->tick < e->tick)
+            newer = newer->prev;
+    }
+    e->prev = newer;
+    e->next = newer->next;
+    newer->next->prev = e;
+    newer->next = e;
+    e->linked = 1;
+    p->n++;
 }
 
 static void lru_remove(struct pol *p, struct pol_entry *e)
