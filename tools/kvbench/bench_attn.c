@@ -13,7 +13,7 @@
  * Pages sit at their real stride (all layers), so one layer's slices are scattered as in the arena.
  *
  *   kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] [--reps R] [--ctx N]...
- *                [--tier scalar|avx2]
+ *                [--fmt NAME (with F16)] [--tier scalar|avx2]
  */
 #include <errno.h>
 #include <immintrin.h>
@@ -31,6 +31,7 @@ static volatile int g_sink; /* keeps the streaming read's loads alive */
 
 struct opts {
     unsigned page_tokens, batch_ms, reps, n_ctx, ctx[8], layers;
+    int only_fmt; /* 0: every format */
 };
 
 static double now_s(void)
@@ -204,6 +205,8 @@ int main(int argc, char **argv)
             o.page_tokens = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch-ms") && i + 1 < argc)
             o.batch_ms = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--fmt") && i + 1 < argc)
+            o.only_fmt = kv_fmt_parse(argv[++i]);
         else if (!strcmp(argv[i], "--layers") && i + 1 < argc)
             o.layers = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
@@ -219,7 +222,7 @@ int main(int argc, char **argv)
             }
         } else {
             fprintf(stderr, "usage: kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] "
-                            "[--reps R] [--ctx N]... [--tier scalar|avx2]\n");
+                            "[--reps R] [--ctx N]... [--fmt NAME] [--tier scalar|avx2]\n");
             return 2;
         }
     }
@@ -228,6 +231,10 @@ int main(int argc, char **argv)
         o.ctx[1] = 8192;
         o.ctx[2] = 32768;
         o.n_ctx = 3;
+    }
+    if (o.only_fmt < 0) {
+        fprintf(stderr, "kvbench-attn: unknown format\n");
+        return 2;
     }
     if (!o.reps || o.layers == 0 || o.layers > KV_MAX_LAYERS || o.page_tokens == 0 ||
         o.page_tokens > KV_MAX_PAGE_TOKENS || o.page_tokens % 16) {
@@ -250,6 +257,8 @@ int main(int argc, char **argv)
         double f16_t[2] = {0, 0};
         for (unsigned fi = 0; fi < sizeof(fmts) / sizeof(fmts[0]); fi++) {
             struct ctxpages c;
+            if (o.only_fmt && fmts[fi] != KV_FMT_F16 && fmts[fi] != o.only_fmt)
+                continue; /* F16 always runs: it is the baseline */
             memset(&c, 0, sizeof(c));
             if (build(&c, fmts[fi], o.ctx[ci], &o) != 0) {
                 fprintf(stderr, "kvbench-attn: cannot build %s pages\n", kv_fmt_name(fmts[fi]));
