@@ -91,6 +91,10 @@ struct kvd {
     int spill_fd;            /* its completion eventfd, -1 without */
     uint64_t tier_dropped;   /* victims dropped instead of spilled (besides the store's count) */
     uint64_t tier_restored;  /* pages restored from the store */
+    /* SIGHUP (admin.c, kvd_reload): the configuration file and what it gave at start */
+    const char *config_path;  /* NULL: started without -c */
+    struct kv_config cfg_file; /* defaults < file; a key whose running value differs from it was
+                                  set on the command line (or by kvctl) and keeps that value */
     /* systemd (notify.c) */
     uint64_t watchdog_ms;    /* WATCHDOG_USEC / 1000, 0 when no watchdog */
     uint64_t last_watchdog_ms;
@@ -138,6 +142,12 @@ static inline uint64_t kv_waiter_end(const struct kv_waiter *w, uint64_t now)
     return w->deadline_ms > now && w->deadline_ms < restore_end ? w->deadline_ms : restore_end;
 }
 
+/* tier.c: operator eviction of the prefix `top` of namespace ns_id: drop every spill record whose
+ * chain leads back to top (top included) and erase their slots, so a restart never brings them
+ * back. Call before evicting the resident pages (their hashes link the records to top). Returns
+ * the number of records dropped. */
+int kvd_tier_evict_under(struct kvd *d, uint32_t ns_id, const uint8_t *top);
+
 /* Monotonic milliseconds. */
 uint64_t kv_now_ms(void);
 
@@ -156,6 +166,8 @@ void kvd_eval_waiters(struct kvd *d, uint64_t now);
 /* admin.c: handle an ADMIN request from attached client c. */
 void kvd_admin_request(struct kvd *d, struct kv_client *c, const struct kvp_msg *m,
                        const uint8_t *rid, size_t rid_len);
+/* admin.c: SIGHUP: re-read the configuration file, apply what can change at run time. */
+void kvd_reload(struct kvd *d);
 /* server.c: send a reply frame to rid. */
 void kvd_send(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf, size_t len);
 /* server.c: drop a client and all its leases, attributing the release. */

@@ -210,6 +210,68 @@ int kvd_tier_blocked(struct kvd *d, struct kv_ns *ns, struct kv_inode *in, int *
     return 1;
 }
 
+/* ---- operator eviction ------------------------------------------------------------------ */
+
+static const uint8_t zero_hash[KVP_HASH_BYTES];
+
+/* Does the chain of spill record r lead back to `top`? Follows parent hashes through the index
+ * (records and pages alike), at most `limit` steps. */
+static int rec_extends(struct kv_pool *p, uint32_t ns_id, const struct kv_spilled *r,
+                       const uint8_t *top, size_t limit)
+{
+    const uint8_t *h = r->in.hash, *parent = r->parent;
+    for (size_t i = 0; i < limit; i++) {
+        if (memcmp(h, top, KVP_HASH_BYTES) == 0)
+            return 1;
+        if (memcmp(parent, zero_hash, KVP_HASH_BYTES) == 0)
+            return 0;
+        struct kv_inode *in = kv_pool_find(p, ns_id, parent);
+        if (!in)
+            return 0;
+        h = in->hash;
+        if (in->kind == KV_INODE_SPILLED)
+            parent = rec_of(in)->parent;
+        else
+            parent = kv_pool_page_of(in)->parent_hash;
+    }
+    return 0;
+}
+
+int kvd_tier_evict_under(struct kvd *d, uint32_t ns_id, const uint8_t *top)
+{
+    struct kv_pool *p = &d->pool;
+    int dropped = 0;
+
+    if (!d->spill)
+        return 0;
+    /* decide first, then unlink: dropping a record would cut the chains of its descendants */
+    for (size_t b = 0; b < p->nbuckets; b++)
+        for (struct kv_inode *n = p->buckets[b]; n; n = n->next)
+            if (n->kind == KV_INODE_SPILLED && n->ns_id == ns_id &&
+                rec_of(n)->state != SP_RESTORING)
+                rec_of(n)->orphan = rec_extends(p, ns_id, rec_of(n), top, p->nindexed + 1) ? 2 : 0;
+    for (size_t b = 0; b < p->nbuckets; b++) {
+        struct kv_inode *n = p->buckets[b], *next;
+        for (; n; n = next) {
+            next = n->next;
+            struct kv_spilled *r = rec_of(n);
+            if (n->kind != KV_INODE_SPILLED || n->ns_id != ns_id || r->orphan != 2)
+                continue;
+            kv_pool_unindex(p, n);
+            dropped++;
+            if (r->state == SP_VALID) {
+                kv_spill_invalidate(d->spill, r->slot);
+                kv_free(r);
+            } else {
+                r->orphan = 1; /* a write in flight: erased when it lands */
+            }
+        }
+    }
+    if (dropped)
+        d->pool_gen++;
+    return dropped;
+}
+
 /* ---- life cycle -------------------------------------------------------------------------- */
 
 static int tier_scan_cb(void *arg, uint32_t slot, const struct kv_spill_meta *m)
