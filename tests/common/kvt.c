@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -111,6 +112,7 @@ static int kvd_launch(struct kvt_kvd *k)
         return -errno;
     }
     if (k->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a crashed or timed-out test leaves no daemon behind */
         dup2(logfd, 1);
         dup2(logfd, 2);
         execv(kvd, (char *const *)argv);
@@ -256,6 +258,7 @@ int kvt_spawn(struct kvt_proc *p, const char *const *argv)
         return rc;
     }
     if (p->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(in[0], 0);
         dup2(out[1], 1);
         execv(argv[0], (char *const *)argv);

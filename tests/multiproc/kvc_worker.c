@@ -243,6 +243,7 @@ int main(int argc, char **argv)
             return 4;
         child = fork();
         if (child == 0) {
+            alarm(30); /* outlives its parent on purpose, but not a failed test */
             rc = kvc_ping(c);
             say(rc == -ECHILD ? "child ok" : "child bad %d", rc);
             kvc_close(c); /* frees the child's copy only */

@@ -44,7 +44,7 @@ static void expect_line(struct kvt_proc *p, const char *want)
     char line[200];
     int rc = kvt_read_line(p, line, sizeof(line), 20000);
     cr_assert_geq(rc, 0, "worker %d: no line (%d), wanted '%s'", (int)p->pid, rc, want);
-    cr_assert_str_eq(line, want, "worker %d", (int)p->pid);
+    cr_assert_str_eq(line, want, "worker %d said '%s'", (int)p->pid, line);
 }
 
 static struct kvc_stats stats(void)
@@ -265,7 +265,7 @@ Test(liveness, daemon_killed_clients_reattach, .init = setup, .fini = teardown, 
 }
 
 /* 8 MiB of 8.5 KiB pages. Every page under a lease: -ENOSPC, not a hang or a crash. */
-Test(liveness, full_pool_every_page_pinned_is_enospc, .timeout = 90)
+Test(liveness, full_pool_every_page_pinned_is_enospc, .fini = teardown, .timeout = 90)
 {
     static int32_t t[1200 * 16];
     static struct kvc_hash chain[1200];

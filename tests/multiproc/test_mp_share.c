@@ -39,7 +39,7 @@ static void expect_line(struct kvt_proc *p, const char *want)
     char line[200];
     int rc = kvt_read_line(p, line, sizeof(line), 20000);
     cr_assert_geq(rc, 0, "worker %d: no line (%d), wanted '%s'", (int)p->pid, rc, want);
-    cr_assert_str_eq(line, want, "worker %d", (int)p->pid);
+    cr_assert_str_eq(line, want, "worker %d said '%s'", (int)p->pid, line);
 }
 
 static struct kvc_stats stats(void)

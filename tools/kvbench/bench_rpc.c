@@ -15,7 +15,10 @@
  * kvbench-rpc starts its own kvd (64 MiB host arena) and echo server in a temp dir; clients and the
  * echo server are fresh exec()s of this binary, so no ZeroMQ context crosses a fork.
  *
- *   kvbench-rpc [--kvd PATH] [--iters N] [--ops N] [--trials N] [--big [OPS]]
+ *   kvbench-rpc [--kvd PATH] [--iters N] [--ops N] [--trials N] [--cpus CLIENT SERVER |
+ *               --unpinned] [--big [OPS]]
+ *
+ * By default clients run on CPU 0 and both servers on CPU 1 (see pin()).
  *
  * The machines are shared 2-vCPU VMs: throughput trials alternate kvd and echo and the medians
  * (and the median of the per-trial ratios) are printed; read the ratios.
@@ -23,10 +26,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -85,6 +90,21 @@ static void make_chain(struct kvc_hash *chain)
     if (kvc_hasher_init(&h, NS, &layout, NULL, 0) < 0 ||
         kvc_hash_chain(&h, t, CHAIN * 16, NULL, chain, CHAIN) != CHAIN)
         die("hash", -EINVAL);
+}
+
+/* Client side on cpu_client, servers (kvd, echo) on cpu_server: both comparisons then cross the
+ * same core boundary. Unpinned, a run is bimodal: whichever server happens to share the client's
+ * core answers about twice as fast (MEASURED.md: 36 vs 72 us). -1: leave unpinned. */
+static int cpu_client = -1, cpu_server = -1;
+
+static void pin(int cpu)
+{
+    cpu_set_t set;
+    if (cpu < 0)
+        return;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    sched_setaffinity(0, sizeof(set), &set);
 }
 
 /* ---- raw echo: frames sized like kvd's --------------------------------------------------- */
@@ -296,7 +316,7 @@ struct proc {
     int in;
 };
 
-static void spawn(struct proc *p, char *const argv[])
+static void spawn(struct proc *p, char *const argv[], int cpu)
 {
     int in[2], out[2];
     if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
@@ -305,6 +325,8 @@ static void spawn(struct proc *p, char *const argv[])
     if (p->pid < 0)
         die("fork", -errno);
     if (p->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        pin(cpu);
         dup2(in[0], 0);
         dup2(out[1], 1);
         execv("/proc/self/exe", argv);
@@ -333,7 +355,7 @@ static double run_clients(const char *kind, const char *where, int n, long ops, 
     snprintf(ops_s, sizeof(ops_s), "%ld", ops);
     for (int i = 0; i < n; i++) {
         char *argv[] = {"kvbench-rpc", "--client", (char *)kind, (char *)where, ops_s, NULL};
-        spawn(&p[i], argv);
+        spawn(&p[i], argv, cpu_client);
     }
     for (int i = 0; i < n; i++)
         expect_ready(&p[i]);
@@ -367,6 +389,8 @@ static pid_t start_kvd(const char *kvd, const char *dir, char *run_dir, size_t l
     pid = fork();
     if (pid == 0) {
         int null = open("/dev/null", O_WRONLY);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        pin(cpu_server);
         dup2(null, 1);
         dup2(null, 2);
         execl(kvd, kvd, "--run-dir", run_dir, "--state-dir", state, "--arena-size", "64M",
@@ -429,6 +453,11 @@ int main(int argc, char **argv)
             iters = atol(argv[++i]);
         else if (strcmp(argv[i], "--ops") == 0 && i + 1 < argc)
             ops = atol(argv[++i]);
+        else if (strcmp(argv[i], "--cpus") == 0 && i + 2 < argc) {
+            cpu_client = atoi(argv[++i]);
+            cpu_server = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--unpinned") == 0)
+            cpu_client = cpu_server = -2;
         else if (strcmp(argv[i], "--trials") == 0 && i + 1 < argc)
             trials = atoi(argv[++i]);
         else if (strcmp(argv[i], "--big") == 0)
@@ -443,6 +472,11 @@ int main(int argc, char **argv)
         die("bad arguments", -EINVAL);
     if (kvd == NULL)
         die("no kvd binary (--kvd PATH)", -EINVAL);
+    if (cpu_client == -1 && sysconf(_SC_NPROCESSORS_ONLN) >= 2)
+        cpu_client = 0, cpu_server = 1;
+    if (cpu_client < 0)
+        cpu_client = cpu_server = -1;
+    pin(cpu_client);
     if (mkdtemp(dir) == NULL)
         die("mkdtemp", -errno);
     signal(SIGPIPE, SIG_IGN);
@@ -450,7 +484,7 @@ int main(int argc, char **argv)
     snprintf(echo_ep, sizeof(echo_ep), "ipc://%s/echo.zmq", dir);
     {
         char *argv2[] = {"kvbench-rpc", "--echo-server", echo_ep, NULL};
-        spawn(&echo, argv2);
+        spawn(&echo, argv2, cpu_server);
         expect_ready(&echo);
     }
     make_chain(chain);
@@ -512,8 +546,8 @@ int main(int argc, char **argv)
         double c50 = pct(rl, (int)iters, .5), c99 = pct(rl, (int)iters, .99);
         double d50 = pct(er, (int)iters, .5), d99 = pct(er, (int)iters, .99);
         printf("kvbench-rpc: round trips over ipc://, %ld each, kvd and raw DEALER/ROUTER echo "
-               "alternating\n",
-               iters);
+               "alternating; client cpu %d, servers cpu %d (-1: unpinned)\n",
+               iters, cpu_client, cpu_server);
         printf("  %-44s %9s %9s\n", "", "p50 us", "p99 us");
         printf("  %-44s %9.1f %9.1f\n", "kvd lookup+pin, 64-page chain (1048/1048 B)", a50, a99);
         printf("  %-44s %9.1f %9.1f\n", "raw echo, same sizes", b50, b99);
