@@ -55,8 +55,15 @@ static int tier_supported(int tier)
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 #endif
-    case KV_TIER_AVX512: /* not implemented yet: AVX2 is memory-bound already (BENCHMARKS.md) */
+    case KV_TIER_AVX512:
+#if defined(__x86_64__)
+        __builtin_cpu_init();
+        return tier_supported(KV_TIER_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512dq");
+#else
         return 0;
+#endif
     default:
         return 0;
     }
@@ -99,6 +106,8 @@ static const struct kvq_ops *ops(void)
 {
     switch (kv_quant_tier()) {
 #if defined(__x86_64__)
+    case KV_TIER_AVX512:
+        return &kvq_ops_avx512;
     case KV_TIER_AVX2:
         return &kvq_ops_avx2;
 #endif

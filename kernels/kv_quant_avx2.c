@@ -1,5 +1,5 @@
 /*
- * kv_quant_avx2.c - AVX2+F16C+FMA tier of the row operations (kv_quant_impl.h).
+ * kv_quant_avx2.c - AVX2+F16C+FMA and AVX-512 tiers of the row operations (kv_quant_impl.h).
  *
  * Every function is compiled for that target only (one binary runs everywhere; kv_quant.c selects
  * it after checking the CPU). Each lane performs exactly the reference's operations
@@ -326,6 +326,79 @@ const struct kvq_ops kvq_ops_avx2 = {
     .fp8_enc = avx2_fp8_enc,
     .fp8_dec = avx2_fp8_dec,
     .i8_enc = avx2_i8_enc,
+    .i8_dec = avx2_i8_dec,
+    .h_enc = avx2_h_enc,
+    .a_enc = avx2_a_enc,
+    .a_dec = avx2_a_dec,
+};
+
+/* ---- AVX-512 (F/BW/VL/DQ): only the FP8/INT8 encoders and amax, where AVX2 is compute-bound;
+ * every other operation is the AVX2 one. Same operations as the reference, 16 lanes. ---------- */
+
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,f16c,fma")))
+
+TGT512 static float avx512_amax(const float *x, unsigned n)
+{
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    __m512i m = _mm512_setzero_si512();
+    for (unsigned i = 0; i < n; i += 16) {
+        __m512i a = _mm512_and_si512(_mm512_loadu_si512(x + i), absm);
+        m = _mm512_mask_max_epu32(m, _mm512_cmplt_epu32_mask(a, inf), m, a);
+    }
+    return kvq_u2f(_mm512_reduce_max_epu32(m));
+}
+
+TGT512 static void avx512_fp8_enc(uint8_t *q, const float *x, unsigned n, float f, int mul, int fmt)
+{
+    const int e5 = fmt == KV_FMT_FP8_E5M2;
+    const __m512 sv = _mm512_set1_ps(f), sub_add = _mm512_set1_ps(e5 ? 128.0f : 16384.0f);
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    const __m512i maxb = _mm512_set1_epi32(e5 ? 0x47600000 : 0x43e00000);
+    const __m512i minnorm_m1 = _mm512_set1_epi32(e5 ? 0x387fffff : 0x3c7fffff);
+    const __m512i half_m1 =
+        _mm512_set1_epi32(e5 ? (int)(0xfffffu - (448u << 21)) : (int)(0x7ffffu - (960u << 20)));
+    const __m512i sub_bias = _mm512_set1_epi32(e5 ? 0x43000000 : 0x46800000);
+    const __m512i nan_code = _mm512_set1_epi32(0x7f), one = _mm512_set1_epi32(1);
+    const __m128i sh = _mm_cvtsi32_si128(e5 ? 21 : 20);
+    for (unsigned i = 0; i < n; i += 16) {
+        __m512 xv = _mm512_loadu_ps(x + i);
+        __m512i u = _mm512_castps_si512(mul ? _mm512_mul_ps(xv, sv) : _mm512_div_ps(xv, sv));
+        __m512i sign = _mm512_slli_epi32(_mm512_srli_epi32(u, 31), 7);
+        __m512i a = _mm512_and_si512(u, absm);
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(a, inf);
+        a = _mm512_min_epu32(a, maxb);
+        __mmask16 normal = _mm512_cmpgt_epu32_mask(a, minnorm_m1);
+        __m512i lsb = _mm512_and_si512(_mm512_srl_epi32(a, sh), one);
+        __m512i rn = _mm512_srl_epi32(_mm512_add_epi32(_mm512_add_epi32(a, half_m1), lsb), sh);
+        __m512 fs = _mm512_add_ps(_mm512_castsi512_ps(a), sub_add);
+        __m512i rs = _mm512_sub_epi32(_mm512_castps_si512(fs), sub_bias);
+        __m512i r = _mm512_or_si512(_mm512_mask_blend_epi32(normal, rs, rn), sign);
+        r = _mm512_mask_blend_epi32(nan, r, nan_code);
+        _mm_storeu_si128((__m128i *)(q + i), _mm512_cvtepi32_epi8(r));
+    }
+}
+
+TGT512 static void avx512_i8_enc(int8_t *q, const float *x, unsigned n, float f, int mul)
+{
+    const __m512 sv = _mm512_set1_ps(f), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    for (unsigned i = 0; i < n; i += 16) {
+        __m512 xv = _mm512_loadu_ps(x + i);
+        __m512 d = mul ? _mm512_mul_ps(xv, sv) : _mm512_div_ps(xv, sv);
+        __mmask16 ok = _mm512_cmp_ps_mask(d, d, _CMP_ORD_Q);
+        d = _mm512_min_ps(_mm512_max_ps(d, lo), hi);
+        __m512i r = _mm512_maskz_mov_epi32(ok, _mm512_cvtps_epi32(d));
+        _mm_storeu_si128((__m128i *)(q + i), _mm512_cvtepi32_epi8(r));
+    }
+}
+
+const struct kvq_ops kvq_ops_avx512 = {
+    .load = avx2_load,
+    .amax = avx512_amax,
+    .minmax = avx2_minmax,
+    .a_params = avx2_a_params,
+    .fp8_enc = avx512_fp8_enc,
+    .fp8_dec = avx2_fp8_dec,
+    .i8_enc = avx512_i8_enc,
     .i8_dec = avx2_i8_dec,
     .h_enc = avx2_h_enc,
     .a_enc = avx2_a_enc,

@@ -49,6 +49,7 @@ struct kvq_ops {
 };
 
 extern const struct kvq_ops kvq_ops_ref;
-extern const struct kvq_ops kvq_ops_avx2; /* only valid when the CPU has AVX2+F16C+FMA */
+extern const struct kvq_ops kvq_ops_avx2;   /* only valid when the CPU has AVX2+F16C+FMA */
+extern const struct kvq_ops kvq_ops_avx512; /* ... and AVX-512 F/BW/VL/DQ */
 
 #endif

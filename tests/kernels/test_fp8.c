@@ -50,6 +50,8 @@ static int n_tiers(const struct kvq_ops **t)
     t[n++] = &kvq_ops_ref;
     if (kv_quant_set_tier(KV_TIER_AVX2) == 0)
         t[n++] = &kvq_ops_avx2;
+    if (kv_quant_set_tier(KV_TIER_AVX512) == 0)
+        t[n++] = &kvq_ops_avx512;
     return n;
 }
 
@@ -138,7 +140,8 @@ Test(fp8, explicit_special_classes)
 }
 
 /* Every x in [0, 2^32) as float through the best tier's FP8 row encoder, hashed, against the hash
- * of NVIDIA's results; the reference itself is compared with that tier on a 1/61 stride sample. */
+ * of NVIDIA's results; the reference itself is compared with that tier on a 1/61 stride sample.
+ * (Other tiers are compared with the golden sample above, and with the reference in test_quant.) */
 Test(fp8, sweep_all_floats, .timeout = 120)
 {
     struct golden *g = load_golden();
