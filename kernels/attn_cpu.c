@@ -215,30 +215,26 @@ static unsigned window_next(const struct kv_attn_args *a, unsigned *span, unsign
     return np;
 }
 
-/* Prefetches the segment bytes (all KV heads, K and V) of a window's pages: pages are scattered
- * in the arena, so the hardware prefetcher cannot guess the next one. */
-static void window_prefetch(const struct kv_attn_args *a, const struct piece *pc, unsigned np)
+/* Prefetches one piece's K and V bytes of KV head h: pages are scattered in the arena, so the
+ * hardware prefetcher cannot guess the next one. Issued piece by piece between the kernels of
+ * the current window, so that loads stay in flight while the core computes (a whole window at
+ * once would stall the core on full miss buffers, then leave memory idle). */
+static void piece_prefetch(const struct kv_attn_args *a, const struct piece *pc, unsigned h)
 {
     const struct kv_layout *l = a->layout;
-    for (unsigned i = 0; i < np; i++) {
-        if (pc[i].span >= a->n_blocks)
-            continue;
-        for (unsigned kind = 0; kind < 2; kind++) {
-            int fmt = kind ? l->v_fmt : l->k_fmt;
-            size_t row = (size_t)l->head_dim * kv_fmt_bits(fmt) / 8,
-                   so = kv_seg_scale_offset(fmt, l);
-            size_t sb = so ? (kv_seg_bytes(fmt, l) - so) / l->page_tokens : 0;
-            for (unsigned h = 0; h < l->n_kv_heads; h++) {
-                const uint8_t *seg =
-                    a->blocks[pc[i].span].page + kv_seg_offset(l, a->layer, kind, h);
-                const uint8_t *d0 = seg + pc[i].t0 * row, *d1 = d0 + pc[i].n * row;
-                for (const uint8_t *x = d0; x < d1; x += 64)
-                    __builtin_prefetch(x, 0, 1);
-                const uint8_t *s0 = seg + so + pc[i].t0 * sb, *s1 = s0 + pc[i].n * sb;
-                for (const uint8_t *x = s0; x < s1; x += 64)
-                    __builtin_prefetch(x, 0, 1);
-            }
-        }
+    if (pc->span >= a->n_blocks)
+        return;
+    for (unsigned kind = 0; kind < 2; kind++) {
+        int fmt = kind ? l->v_fmt : l->k_fmt;
+        size_t row = (size_t)l->head_dim * kv_fmt_bits(fmt) / 8, so = kv_seg_scale_offset(fmt, l);
+        size_t sb = so ? (kv_seg_bytes(fmt, l) - so) / l->page_tokens : 0;
+        const uint8_t *seg = a->blocks[pc->span].page + kv_seg_offset(l, a->layer, kind, h);
+        const uint8_t *d0 = seg + pc->t0 * row, *d1 = d0 + pc->n * row;
+        for (const uint8_t *x = d0; x < d1; x += 64)
+            __builtin_prefetch(x, 0, 1);
+        const uint8_t *s0 = seg + so + pc->t0 * sb, *s1 = s0 + pc->n * sb;
+        for (const uint8_t *x = s0; x < s1; x += 64)
+            __builtin_prefetch(x, 0, 1);
     }
 }
 
@@ -291,12 +287,15 @@ int kv_attn_decode(const struct kv_attn_args *a)
     unsigned span = 0, t_in = 0, cn, ncn, np = window_next(a, &span, &t_in, pc, &cn);
     for (size_t pos = 0; pos < n_ctx; pos += cn, cn = ncn) {
         unsigned nnp = window_next(a, &span, &t_in, next, &ncn);
-        window_prefetch(a, next, nnp);
         for (unsigned k = 0; k < nkv; k++) {
             const float *qk = qs + (size_t)k * g * d;
             float *ak = acc + (size_t)k * g * d, *lgk = lg ? lg + (size_t)k * g * n_ctx : NULL;
             struct attn_seg ks, vs;
+            for (unsigned i = np; i < nnp; i++) /* the next window has more pieces */
+                piece_prefetch(a, &next[i], k);
             for (unsigned i = 0; i < np; i++) {
+                if (i < nnp)
+                    piece_prefetch(a, &next[i], k);
                 span_seg(a, pc[i].span, k, KV_KIND_K, &ks);
                 if (lgk)
                     ops->dot(&ks, pc[i].t0, pc[i].n, qk, g, lgk + pos + pc[i].off, n_ctx, work);
