@@ -12,8 +12,8 @@
  *     rc = kv_dequant_page(&layout, page, 0, ntok, &kd, &vd);
  *
  * Every function is thread-safe (no shared mutable state after the first call picks the tier),
- * allocates nothing but a bounded stack buffer, returns 0 or a negative errno, never prints and
- * never touches errno. The caller owns every buffer. On error nothing has been written, except
+ * uses only bounded stack buffers (kv_convert_page also mallocs one segment of f32), returns 0 or
+ * a negative errno, never prints and never touches errno. The caller owns every buffer. On error nothing has been written, except
  * where noted (a failing argument check happens before any write).
  *
  * Rows: channels of one (layer, token, head) are contiguous; layers, tokens and heads are at
@@ -89,9 +89,10 @@ int kv_dequant_seg(const struct kv_layout *l, unsigned kind, const void *seg, un
 
 /* Convert a whole page to another format: src_l and dst_l must have the same n_layers,
  * n_kv_heads, head_dim and page_tokens (formats and group may differ). Equal formats copy the
- * bytes; otherwise every token is dequantized to f32 and requantized with dynamic scales. The
- * spill tier uses dst k_fmt = v_fmt = FP8_E4M3. src and dst must not overlap. -EINVAL on a
- * geometry mismatch or an invalid layout. */
+ * bytes; otherwise every token is dequantized to f32 and requantized with dynamic scales (a
+ * static scale is not kept). The spill tier uses dst k_fmt = v_fmt = FP8_E4M3. src and dst must
+ * not overlap. -EINVAL on a geometry mismatch or an invalid layout; -ENOMEM if the page_tokens x
+ * head_dim f32 scratch cannot be allocated (nothing written then). */
 int kv_convert_page(const struct kv_layout *src_l, const void *src, const struct kv_layout *dst_l,
                     void *dst);
 
