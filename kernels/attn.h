@@ -29,9 +29,11 @@
  * scores_head[h * n_ctx + j]. The caller zeroes the buffers when it wants one step's mass; for
  * each query and head the added probabilities sum to 1 (within float rounding).
  *
- * Tiers: a scalar reference (kv_attn_*_ref, fp64 accumulation, the specification), the portable
- * fused kernels (scalar C), and AVX2+F16C+FMA fused kernels picked at run time when the CPU has
- * them. All of them compute the same function; tests/attn bounds their differences.
+ * Tiers: the specification kv_attn_ref (kv_quant's dequantizer, fp64 math); the portable tier
+ * (each chunk of <= 64 tokens dequantized by kv_quant into an L1 scratch, float math); the AVX2 +
+ * F16C + FMA tier (fused: segment bytes decoded in registers), picked at run time when the CPU
+ * has it (KV_KERNELS_FORCE=ref selects the portable tier, as for kv_quant); CUDA (below). All
+ * compute the same function; tests/attn and tests/gpu bound their differences.
  *
  * Thread-safety: the functions keep no state beyond a once-initialized dispatch choice; calls on
  * distinct outputs may run concurrently. Pages are only read.
@@ -129,11 +131,14 @@ enum kv_attn_tier kv_attn_get_tier(void);
 
 #ifdef KVD_HAVE_CUDA
 /*
- * CUDA decode/prefill attention (kernels/attn.cu). Every pointer in *a (q, out, pages in blocks,
- * tails, scores) must be device memory, except a itself and the blocks array, which are host
- * memory and copied to the device by the call (asynchronously on `stream`, from a pinned staging
- * copy the call allocates). Scores are accumulated with atomics. Returns 0, -EINVAL, -ENOMEM, or
- * -EIO when a CUDA call fails. Asynchronous: synchronize `stream` before reading out/scores.
+ * CUDA decode or causal prefill attention (kernels/attn.cu, library kvkernels_cuda), the same
+ * function as kv_attn_decode/kv_attn_prefill (n_q == 1 is decode). Pointers inside *a (q, out,
+ * every block's page, the tails, scores) are DEVICE memory; a itself and the blocks array are
+ * host memory, read (the table is staged by cudaMemcpyAsync from pageable memory) before the call
+ * returns. Scores are accumulated with atomicAdd. Queued on `stream` (a cudaStream_t; NULL is the
+ * default stream): synchronize it before reading out/scores. Limits: n_q_heads / n_kv_heads <= 16
+ * and head_dim <= 256. Returns 0, -EINVAL (kv_attn_check, limits), -ENOMEM (device scratch), or
+ * -EIO when a launch fails.
  */
 struct CUstream_st;
 int kv_attn_cuda(const struct kv_attn_args *a, struct CUstream_st *stream);
