@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -170,6 +171,18 @@ static int spill_geometry(struct kv_spill *s, const struct kv_spill_cfg *cfg, vo
     return spill_sb_write(s, blk);
 }
 
+/* Queue depth 8, or less so the registered staging buffers fit RLIMIT_MEMLOCK (at least 2). */
+static unsigned spill_default_qd(uint32_t slot_bytes)
+{
+    struct rlimit rl;
+    uint64_t fit;
+
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 8;
+    fit = rl.rlim_cur > KV_SPILL_ALIGN ? (rl.rlim_cur - KV_SPILL_ALIGN) / slot_bytes : 0;
+    return fit < 2 ? 2 : fit > 8 ? 8 : (unsigned)fit;
+}
+
 static int spill_check_cfg(const struct kv_spill_cfg *cfg)
 {
     if (!cfg || !cfg->path || !cfg->path[0] || cfg->max_page_bytes == 0 ||
@@ -197,8 +210,8 @@ int kv_spill_open(struct kv_spill **sp, const struct kv_spill_cfg *cfg, char *wh
     if (!s)
         return -ENOMEM;
     s->fd = s->efd = -1;
-    s->qd = cfg->queue_depth ? cfg->queue_depth : 8;
     s->slot_bytes = (uint32_t)(KV_SPILL_ALIGN + spill_align(cfg->max_page_bytes));
+    s->qd = cfg->queue_depth ? cfg->queue_depth : spill_default_qd(s->slot_bytes);
     s->gpu = cfg->gpu_staging;
     s->log = cfg->log;
     s->log_arg = cfg->log_arg;
@@ -292,6 +305,7 @@ void kv_spill_stats(const struct kv_spill *s, struct kv_spill_stats *st)
     *st = s->st;
     st->backend = s->backend;
     st->slot_bytes = s->slot_bytes;
+    st->queue_depth = s->qd;
     st->slots_total = s->nslots;
     st->slots_used = s->nslots - s->nfree;
     st->inflight = s->inflight;

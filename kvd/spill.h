@@ -82,7 +82,8 @@ struct kv_spill_cfg {
     const char *path;        /* store file or block device; created (0600) if missing */
     uint64_t bytes;          /* store size for a new file (a block device uses its whole size) */
     uint32_t max_page_bytes; /* largest page payload after FP8 conversion; fixes the slot size */
-    unsigned queue_depth;    /* reads+writes in flight (staging buffers); 0 = 8 */
+    unsigned queue_depth;    /* reads+writes in flight (staging buffers); 0 = 8, or fewer (>= 2)
+                                so qd x slot bytes fit RLIMIT_MEMLOCK */
     int force_sync;          /* 1: pread/pwrite path even when io_uring works */
     int no_prealloc;         /* 1: leave a new file sparse (disk full then shows up on writes) */
     int gpu_staging;         /* 1: page pointers may be device pointers; pinned staging (CUDA) */
@@ -92,8 +93,9 @@ struct kv_spill_cfg {
 };
 
 struct kv_spill_stats {
-    int backend;         /* enum kv_spill_backend */
-    uint32_t slot_bytes; /* bytes per slot on disk (header block + payload) */
+    int backend;          /* enum kv_spill_backend */
+    uint32_t slot_bytes;  /* bytes per slot on disk (header block + payload) */
+    uint32_t queue_depth; /* requests in flight at most (staging buffers) */
     uint32_t slots_total;
     uint32_t slots_used; /* WRITING + VALID + ERASING */
     uint32_t inflight;   /* I/O requests submitted or queued, not yet reaped */

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -46,6 +47,24 @@ static double now(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds (user + system, every thread: io-wq workers count) used by this process so far. */
+static double cpu_now(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
+
+static double json_num(const char *from, const char *key)
+{
+    const char *p = strstr(from, key);
+
+    p = p ? strchr(p, ':') : NULL;
+    return p ? strtod(p + 1, NULL) : -1;
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -80,7 +99,8 @@ static void wait_some(struct kv_spill *s, struct bench *b)
 }
 
 /* One store run: returns write and read throughput in bytes/s of slot data moved. */
-static int store_run(struct bench *b, int sync, double *wbps, double *rbps, double *prefix_s)
+static int store_run(struct bench *b, int sync, double *wbps, double *rbps, double *prefix_s,
+                     double *wcpu, double *rcpu)
 {
     char path[4096], why[256];
     struct kv_spill_cfg cfg = {.path = path,
@@ -89,7 +109,7 @@ static int store_run(struct bench *b, int sync, double *wbps, double *rbps, doub
                                .queue_depth = b->qd,
                                .force_sync = sync};
     struct kv_spill *s;
-    double t0;
+    double t0, c0;
     int rc;
 
     snprintf(path, sizeof path, "%s/kvbench-spill.store", b->dir);
@@ -100,6 +120,7 @@ static int store_run(struct bench *b, int sync, double *wbps, double *rbps, doub
         return rc;
     }
     kv_spill_scan(s, NULL, NULL);
+    c0 = cpu_now();
     t0 = now();
     for (uint32_t i = 0; i < b->n; i++) {
         struct kv_spill_meta m = {.layout = b->l, .ntok = b->l.page_tokens};
@@ -114,6 +135,8 @@ static int store_run(struct bench *b, int sync, double *wbps, double *rbps, doub
     }
     kv_spill_drain(s, on_done, b);
     *wbps = (double)b->n * b->slot_bytes / (now() - t0);
+    *wcpu = (cpu_now() - c0) / ((double)b->n * b->slot_bytes / 1e9);
+    c0 = cpu_now();
     t0 = now();
     for (uint32_t i = 0; i < b->n; i++) {
         uint8_t h[KV_SPILL_HASH] = {0};
@@ -128,6 +151,7 @@ static int store_run(struct bench *b, int sync, double *wbps, double *rbps, doub
     }
     kv_spill_drain(s, on_done, b);
     *rbps = (double)b->n * b->slot_bytes / (now() - t0);
+    *rcpu = (cpu_now() - c0) / ((double)b->n * b->slot_bytes / 1e9);
     /* one 4096-token prefix, as a lookup would restore it: its pages in chain order */
     t0 = now();
     for (uint32_t i = 0; i < b->prefix_pages && i < b->n; i++) {
@@ -180,7 +204,7 @@ static int loop_run(struct bench *b, double *wbps, double *rbps)
 }
 
 /* fio with the same block size, queue depth, O_DIRECT and io_uring; bytes/s or -1. */
-static double fio_run(struct bench *b, const char *rw)
+static double fio_run(struct bench *b, const char *rw, double *cpu)
 {
     char cmd[8192], out[1 << 16], path[4096];
     const char *p;
@@ -200,9 +224,12 @@ static double fio_run(struct bench *b, const char *rw)
     out[n] = 0;
     pclose(f);
     p = strstr(out, strcmp(rw, "write") == 0 ? "\"write\" : {" : "\"read\" : {");
-    p = p ? strstr(p, "\"bw_bytes\"") : NULL;
-    p = p ? strchr(p, ':') : NULL;
-    return p ? strtod(p + 1, NULL) : -1;
+    if (!p)
+        return -1;
+    /* fio's own CPU: (usr + sys)% of the job's runtime, per GB moved */
+    *cpu = (json_num(out, "\"usr_cpu\"") + json_num(out, "\"sys_cpu\"")) / 100.0 *
+           json_num(out, "\"job_runtime\"") / 1e3 / ((double)b->n * b->slot_bytes / 1e9);
+    return json_num(p, "\"bw_bytes\"");
 }
 
 static void row(const char *what, double w, double r, double fw, double fr)
@@ -215,6 +242,7 @@ int main(int argc, char **argv)
 {
     struct bench b = {.dir = getenv("KVD_BIN_DIR"), .mib = 512, .qd = 4, .reps = 3};
     double sw[16], sr[16], yw[16], yr[16], lw[16], lr[16], fw[16], fr[16], sp[16], yp[16];
+    double cfw[16], cfr[16], csw[16], csr[16], cyw[16], cyr[16];
     struct statfs sfs;
 
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -260,9 +288,10 @@ int main(int argc, char **argv)
     printf("kvbench-spill: %u pages of %zu B (slot %u B), %.0f MiB, qd %u, %u reps, dir %s\n", b.n,
            b.pb, b.slot_bytes, (double)b.n * b.slot_bytes / (1 << 20), b.qd, b.reps, b.dir);
     for (unsigned r = 0; r < b.reps; r++) {
-        fw[r] = fio_run(&b, "write");
-        fr[r] = fio_run(&b, "read");
-        if (store_run(&b, 0, &sw[r], &sr[r], &sp[r]) || store_run(&b, 1, &yw[r], &yr[r], &yp[r]) ||
+        fw[r] = fio_run(&b, "write", &cfw[r]);
+        fr[r] = fio_run(&b, "read", &cfr[r]);
+        if (store_run(&b, 0, &sw[r], &sr[r], &sp[r], &csw[r], &csr[r]) ||
+            store_run(&b, 1, &yw[r], &yr[r], &yp[r], &cyw[r], &cyr[r]) ||
             loop_run(&b, &lw[r], &lr[r]))
             return 1;
     }
@@ -277,6 +306,10 @@ int main(int argc, char **argv)
     row("spill store, io_uring", median(sw, b.reps), median(sr, b.reps), FW, FR);
     row("spill store, pread/pwrite path", median(yw, b.reps), median(yr, b.reps), FW, FR);
     row("plain O_DIRECT pwrite/pread loop", median(lw, b.reps), median(lr, b.reps), FW, FR);
+    printf("CPU seconds per GB moved (write / read): fio %.3f / %.3f, spill io_uring %.3f / %.3f, "
+           "spill pread/pwrite %.3f / %.3f\n",
+           median(cfw, b.reps), median(cfr, b.reps), median(csw, b.reps), median(csr, b.reps),
+           median(cyw, b.reps), median(cyr, b.reps));
     printf("restore of one 4096-token prefix (%u pages, %.0f MiB): %.1f ms io_uring, %.1f ms "
            "pread/pwrite (compare with recomputing it)\n",
            b.prefix_pages, (double)b.prefix_pages * b.pb / (1 << 20), median(sp, b.reps) * 1e3,
