@@ -154,8 +154,7 @@ Test(gguf, every_truncation_is_a_clear_error)
         memcpy(copy, b.p, len);
         int rc = gguf_parse(&g, copy, len, err, sizeof(err));
         cr_assert_eq(rc, -EINVAL, "length %zu: rc %d", len, rc);
-        cr_assert(strstr(err, "truncated") || strstr(err, "past the end") ||
-                      strstr(err, "exceeds"),
+        cr_assert(strstr(err, "truncated") || strstr(err, "past the end") || strstr(err, "exceeds"),
                   "length %zu: unclear message: %s", len, err);
         free(copy);
     }
@@ -239,8 +238,8 @@ Test(gguf, truncated_model_file)
         long left = cuts[i];
         fseek(in, 0, SEEK_SET);
         while (left > 0) {
-            size_t n = fread(chunk, 1, left < (long)sizeof(chunk) ? (size_t)left : sizeof(chunk),
-                             in);
+            size_t n =
+                fread(chunk, 1, left < (long)sizeof(chunk) ? (size_t)left : sizeof(chunk), in);
             cr_assert_gt(n, 0);
             fwrite(chunk, 1, n, out);
             left -= (long)n;

@@ -17,8 +17,8 @@
 
 #include "model_test.h"
 
-#define TOL 1e-3f
-#define PAGE 32
+#define TOL   1e-3f
+#define PAGE  32
 #define N_GEN 12
 
 static const char *prompts[3] = {
@@ -78,8 +78,8 @@ Test(model_ref, logits_and_greedy_match_python, .timeout = 240)
         kvcache_free(&c);
         free(lg);
     }
-    snprintf(args, sizeof(args), "logits --f16-pages %d --gen %d --out '%s' --ids '%s,%s,%s'",
-             PAGE, N_GEN, out_path, ids_s[1], ids_s[0], ids_s[2]);
+    snprintf(args, sizeof(args), "logits --f16-pages %d --gen %d --out '%s' --ids '%s,%s,%s'", PAGE,
+             N_GEN, out_path, ids_s[1], ids_s[0], ids_s[2]);
     mt_ref(args, &ref_out);
 
     float *r = malloc((size_t)3 * V * sizeof(float));
@@ -95,8 +95,7 @@ Test(model_ref, logits_and_greedy_match_python, .timeout = 240)
             worst = fmaxf(worst, fabsf(a[i] - b[i]));
         cr_log_info("prompt %d (%zu tokens): max |C - ref| = %.3g", order[k] + 1, n[order[k]],
                     worst);
-        cr_assert_leq(worst, TOL, "prompt %d: logits differ by %g > %g", order[k] + 1, worst,
-                      TOL);
+        cr_assert_leq(worst, TOL, "prompt %d: logits differ by %g > %g", order[k] + 1, worst, TOL);
         cr_assert_eq(argmax(a, V), argmax(b, V));
     }
     /* ref_out: greedy ids line, then the smallest top-2 margin */

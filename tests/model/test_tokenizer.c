@@ -55,8 +55,9 @@ Test(tokenizer, matches_hf_tokenizers_on_varied_text, .timeout = 120)
     model_free(&m);
 }
 
-/* Invalid UTF-8 the vocabulary can spell (truncated sequences, lone continuation bytes) round-trips;
- * bytes that never occur in UTF-8 and have no token here (0xff) are dropped, without a crash. */
+/* Invalid UTF-8 the vocabulary can spell (truncated sequences, lone continuation bytes)
+ * round-trips; bytes that never occur in UTF-8 and have no token here (0xff) are dropped, without a
+ * crash. */
 Test(tokenizer, invalid_utf8_is_kept_byte_for_byte)
 {
     struct model m;

@@ -124,7 +124,8 @@ static int rd_value(struct rd *r, struct gguf_kv *kv)
         return rd_str(r, kv->strs, "string value");
     }
     if (kv->type == GGUF_T_ARR) {
-        if ((rc = rd_u32(r, &kv->arr_type, "array type")) || (rc = rd_u64(r, &kv->n, "array length")))
+        if ((rc = rd_u32(r, &kv->arr_type, "array type")) ||
+            (rc = rd_u64(r, &kv->n, "array length")))
             return rc;
         kv->val = r->buf + r->pos;
         if (kv->n > GGUF_MAX_ARR || kv->n > r->len - r->pos)
@@ -162,7 +163,7 @@ static const struct {
     const char *name;
     unsigned block, bytes;
 } ttypes[] = {
-    [GGUF_TT_F32] = {"f32", 1, 4},   [GGUF_TT_F16] = {"f16", 1, 2},
+    [GGUF_TT_F32] = {"f32", 1, 4},     [GGUF_TT_F16] = {"f16", 1, 2},
     [GGUF_TT_Q4_0] = {"q4_0", 32, 18}, [GGUF_TT_Q4_1] = {"q4_1", 32, 20},
     [GGUF_TT_Q8_0] = {"q8_0", 32, 34},
 };
@@ -212,10 +213,11 @@ static int rd_tensor(struct rd *r, struct gguf_tensor *t, uint64_t idx)
         return rc;
     unsigned blk = gguf_type_block(t->type);
     if (!blk)
-        return rd_fail(r, "tensor %llu (%.*s): unsupported tensor type %u",
-                       (unsigned long long)idx, (int)t->name.len, t->name.p, t->type);
+        return rd_fail(r, "tensor %llu (%.*s): unsupported tensor type %u", (unsigned long long)idx,
+                       (int)t->name.len, t->name.p, t->type);
     if (t->ne[0] % blk)
-        return rd_fail(r, "tensor %llu (%.*s): row length %llu is not a multiple of the %s block %u",
+        return rd_fail(r,
+                       "tensor %llu (%.*s): row length %llu is not a multiple of the %s block %u",
                        (unsigned long long)idx, (int)t->name.len, t->name.p,
                        (unsigned long long)t->ne[0], gguf_type_name(t->type), blk);
     t->n_bytes = gguf_type_bytes(t->type, n);
@@ -270,7 +272,8 @@ int gguf_parse(struct gguf *g, const void *buf, size_t len, char *err, size_t er
         goto err_free;
     }
     if (g->n_tensors > (len - r.pos) / 24 || g->n_kv > (len - r.pos) / 12) {
-        rc = rd_fail(&r, "truncated file: %llu tensors and %llu metadata entries cannot fit in the "
+        rc = rd_fail(&r,
+                     "truncated file: %llu tensors and %llu metadata entries cannot fit in the "
                      "%zu bytes left",
                      (unsigned long long)g->n_tensors, (unsigned long long)g->n_kv, len - r.pos);
         g->n_tensors = g->n_kv = 0;

@@ -18,14 +18,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GGUF_MAGIC         0x46554747u /* "GGUF" little-endian */
-#define GGUF_MAX_TENSORS   65536
-#define GGUF_MAX_KV        65536
-#define GGUF_MAX_DIMS      4
-#define GGUF_MAX_STR       (1u << 20)    /* longest key or string value */
-#define GGUF_MAX_ARR       (1u << 24)    /* longest array */
-#define GGUF_MAX_ALIGN     (1u << 16)    /* general.alignment limit (power of two) */
-#define GGUF_MAX_ELEMENTS  (1ull << 40)  /* elements in one tensor */
+#define GGUF_MAGIC        0x46554747u /* "GGUF" little-endian */
+#define GGUF_MAX_TENSORS  65536
+#define GGUF_MAX_KV       65536
+#define GGUF_MAX_DIMS     4
+#define GGUF_MAX_STR      (1u << 20)   /* longest key or string value */
+#define GGUF_MAX_ARR      (1u << 24)   /* longest array */
+#define GGUF_MAX_ALIGN    (1u << 16)   /* general.alignment limit (power of two) */
+#define GGUF_MAX_ELEMENTS (1ull << 40) /* elements in one tensor */
 
 /* Metadata value types (on disk). */
 enum gguf_vtype {
@@ -60,10 +60,10 @@ struct gguf_str {
 
 struct gguf_kv {
     struct gguf_str key;
-    uint32_t type;      /* enum gguf_vtype */
-    uint32_t arr_type;  /* element type when type == GGUF_T_ARR */
-    uint64_t n;         /* array length (1 for scalars) */
-    const uint8_t *val; /* scalar value or first array element (raw, little-endian) */
+    uint32_t type;         /* enum gguf_vtype */
+    uint32_t arr_type;     /* element type when type == GGUF_T_ARR */
+    uint64_t n;            /* array length (1 for scalars) */
+    const uint8_t *val;    /* scalar value or first array element (raw, little-endian) */
     struct gguf_str *strs; /* string values: n entries (owned), for STR and ARR of STR */
 };
 
@@ -85,9 +85,9 @@ struct gguf {
     uint32_t version;
     uint32_t alignment;
     uint64_t n_kv, n_tensors;
-    struct gguf_kv *kv;         /* n_kv entries (owned) */
+    struct gguf_kv *kv;          /* n_kv entries (owned) */
     struct gguf_tensor *tensors; /* n_tensors entries (owned) */
-    size_t data_off;            /* data section offset in buf */
+    size_t data_off;             /* data section offset in buf */
 };
 
 /* Parses buf[0, len). 0, -EINVAL (malformed; err says why), -ENOMEM. On error *g holds nothing

@@ -54,8 +54,8 @@ uint8_t *kvcache_page(const struct kvcache *c, unsigned i);
  * 0, -EINVAL (geometry), -ENOMEM, or the dequantizer's error.
  */
 int kvcache_attend(const struct kv_layout *l, unsigned layer, unsigned n_q_heads,
-                   const uint8_t *const *pages, unsigned n_pages, const float *rk,
-                   const float *rv, unsigned r0, unsigned n_r, const float *q, unsigned q0,
-                   unsigned n_q, float *out);
+                   const uint8_t *const *pages, unsigned n_pages, const float *rk, const float *rv,
+                   unsigned r0, unsigned n_r, const float *q, unsigned q0, unsigned n_q,
+                   float *out);
 
 #endif

@@ -6,6 +6,7 @@
  *   kvrun logits   [--model F] [--format FMT] --text T --out F  last logits, raw f32
  *   kvrun generate [--model F] [--format FMT] --text T [-n N] greedy continuation
  *   kvrun ppl      [--model F] [--format FMT] --file F [--chunks N] [--md]
+ *   kvrun speed    [--model F] --file F [--ctx N]           decode speed of every format
  *
  * ppl follows llama.cpp's perplexity tool: the text is tokenized once (with BOS), cut into
  * chunks of --ctx (512) tokens, the first token of each chunk is replaced by BOS, and the second
@@ -249,21 +250,85 @@ out_ids:
     return rc;
 }
 
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Decode speed of every format side by side: each format's cache is prefilled with the first
+ * --ctx tokens of the text, then rounds of 8 greedy decode steps go round-robin over the formats;
+ * CPU time per token (not wall time: the machines are shared), best round per format. */
+static int cmd_speed(struct model *m, const struct opts *o, const char *text, size_t len)
+{
+    enum { N_FMT = 8, ROUNDS = 3, STEPS = 8 };
+    const int fmts[N_FMT] = {KV_FMT_F16,  KV_FMT_BF16, KV_FMT_FP8_E4M3, KV_FMT_FP8_E5M2,
+                             KV_FMT_INT8, KV_FMT_INT4, KV_FMT_KIVI4,    KV_FMT_KIVI2};
+    struct kvcache c[N_FMT];
+    double best[N_FMT];
+    int32_t *ids, next[N_FMT];
+    size_t n;
+    unsigned ctx;
+    float *lg = malloc(m->cfg.vocab * sizeof(float));
+    int rc, k, ready = 0;
+
+    if (!lg)
+        return -ENOMEM;
+    if ((rc = tok_encode(&m->tok, text, len, 1, &ids, &n)))
+        goto out_lg;
+    ctx = n < o->ctx ? (unsigned)n : o->ctx;
+    for (k = 0; k < N_FMT; k++) {
+        struct kv_layout lay = model_kv_layout(m, fmts[k], o->page_tokens, o->group);
+        best[k] = 1e30;
+        if ((rc = kvcache_init(&c[k], &lay, ctx + ROUNDS * STEPS)))
+            goto out_caches;
+        ready++;
+        if ((rc = model_forward(m, &c[k], ids, ctx, lg, ctx - 1)))
+            goto out_caches;
+        next[k] = argmax(lg, m->cfg.vocab);
+    }
+    for (int r = 0; r < ROUNDS; r++)
+        for (k = 0; k < N_FMT; k++) {
+            double t0 = cpu_s();
+            for (int i = 0; i < STEPS; i++) {
+                if ((rc = model_forward(m, &c[k], &next[k], 1, lg, 0)))
+                    goto out_caches;
+                next[k] = argmax(lg, m->cfg.vocab);
+            }
+            double t = (cpu_s() - t0) / STEPS;
+            best[k] = t < best[k] ? t : best[k];
+        }
+    printf("decode after %u tokens, CPU time per token (best of %d rounds of %d):\n", ctx, ROUNDS,
+           STEPS);
+    for (k = 0; k < N_FMT; k++)
+        printf("%-9s %7.2f ms/token  %6.1f tok/s  %.3f x f16\n", kv_fmt_name(fmts[k]),
+               best[k] * 1e3, 1.0 / best[k], best[0] / best[k]);
+out_caches:
+    for (k = 0; k < ready; k++)
+        kvcache_free(&c[k]);
+    free(ids);
+out_lg:
+    free(lg);
+    return rc;
+}
+
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: kvrun tokenize|logits|generate|ppl [--model F] [--format FMT] [--text T | --file F]\n"
-            "             [--out F] [-n N] [--chunks N] [--ctx N] [--page-tokens N] [--group G] [--md]\n"
-            "formats: f16 bf16 fp8_e4m3 fp8_e5m2 int8 int4 kivi4 kivi2 (default f16)\n");
+    fprintf(stderr, "usage: kvrun tokenize|logits|generate|ppl|speed [--model F] [--format FMT] "
+                    "[--text T | --file F]\n"
+                    "             [--out F] [-n N] [--chunks N] [--ctx N] [--page-tokens N] "
+                    "[--group G] [--md]\n"
+                    "formats: f16 bf16 fp8_e4m3 fp8_e5m2 int8 int4 kivi4 kivi2 (default f16)\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"model", 1, 0, 'm'},  {"text", 1, 0, 't'},        {"file", 1, 0, 'f'},
-        {"format", 1, 0, 'F'}, {"chunks", 1, 0, 'c'},      {"ctx", 1, 0, 'C'},
-        {"page-tokens", 1, 0, 'P'}, {"group", 1, 0, 'G'}, {"md", 0, 0, 'M'}, {"out", 1, 0, 'o'},
-        {0, 0, 0, 0},
+        {"model", 1, 0, 'm'},       {"text", 1, 0, 't'},   {"file", 1, 0, 'f'},
+        {"format", 1, 0, 'F'},      {"chunks", 1, 0, 'c'}, {"ctx", 1, 0, 'C'},
+        {"page-tokens", 1, 0, 'P'}, {"group", 1, 0, 'G'},  {"md", 0, 0, 'M'},
+        {"out", 1, 0, 'o'},         {0, 0, 0, 0},
     };
     struct opts o = {.fmt = "f16", .n_gen = 32, .ctx = 512, .page_tokens = 32, .group = 32};
     struct model m;
@@ -279,18 +344,42 @@ int main(int argc, char **argv)
     optind = 2;
     while ((c = getopt_long(argc, argv, "n:", lo, NULL)) != -1) {
         switch (c) {
-        case 'm': o.model = optarg; break;
-        case 't': o.text = optarg; break;
-        case 'f': o.file = optarg; break;
-        case 'F': o.fmt = optarg; break;
-        case 'n': o.n_gen = (unsigned)atoi(optarg); break;
-        case 'c': o.chunks = (unsigned)atoi(optarg); break;
-        case 'C': o.ctx = (unsigned)atoi(optarg); break;
-        case 'P': o.page_tokens = (unsigned)atoi(optarg); break;
-        case 'G': o.group = (unsigned)atoi(optarg); break;
-        case 'M': o.md = 1; break;
-        case 'o': o.out = optarg; break;
-        default: usage(); return 2;
+        case 'm':
+            o.model = optarg;
+            break;
+        case 't':
+            o.text = optarg;
+            break;
+        case 'f':
+            o.file = optarg;
+            break;
+        case 'F':
+            o.fmt = optarg;
+            break;
+        case 'n':
+            o.n_gen = (unsigned)atoi(optarg);
+            break;
+        case 'c':
+            o.chunks = (unsigned)atoi(optarg);
+            break;
+        case 'C':
+            o.ctx = (unsigned)atoi(optarg);
+            break;
+        case 'P':
+            o.page_tokens = (unsigned)atoi(optarg);
+            break;
+        case 'G':
+            o.group = (unsigned)atoi(optarg);
+            break;
+        case 'M':
+            o.md = 1;
+            break;
+        case 'o':
+            o.out = optarg;
+            break;
+        default:
+            usage();
+            return 2;
         }
     }
     if ((fmt = kv_fmt_parse(o.fmt)) < 0) {
@@ -331,6 +420,8 @@ int main(int argc, char **argv)
         rc = cmd_logits(&m, &o, text, len, &lay);
     } else if (strcmp(cmd, "generate") == 0) {
         rc = cmd_generate(&m, &o, text, len, &lay);
+    } else if (strcmp(cmd, "speed") == 0) {
+        rc = cmd_speed(&m, &o, text, len);
     } else if (strcmp(cmd, "ppl") == 0) {
         rc = cmd_ppl(&m, &o, text, len, &lay);
     } else {

@@ -40,8 +40,7 @@ __attribute__((target("avx2,fma"))) static float hsum8(__m256 v)
     return _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps(u, u, 1)));
 }
 
-__attribute__((target("avx2,fma"))) static float dot_avx2(const float *x, const float *w,
-                                                          size_t k)
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *x, const float *w, size_t k)
 {
     __m256 a = _mm256_setzero_ps();
     for (size_t i = 0; i < k; i += 8)
@@ -155,8 +154,8 @@ float mm_dot(const float *a, const float *b, size_t n)
     return dot_scalar(a, b, n);
 }
 
-void mm_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, size_t m,
-               size_t n, size_t k)
+void mm_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, size_t m, size_t n,
+               size_t k)
 {
 #if defined(__x86_64__)
     if (tier()) {

@@ -16,8 +16,8 @@
 
 /* X: M rows of K floats (row stride ldx), W: N rows of K floats (contiguous), Y: M rows of N
  * floats (row stride ldy). K must be a multiple of 8. Thread-safe. */
-void mm_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, size_t m,
-               size_t n, size_t k);
+void mm_matmul(float *y, size_t ldy, const float *x, size_t ldx, const float *w, size_t m, size_t n,
+               size_t k);
 /* Dot product of a and b (n a multiple of 8), with the same operation order as mm_matmul. */
 float mm_dot(const float *a, const float *b, size_t n);
 /* 1 if the AVX2+FMA tier is in use. mm_force_scalar(1) forces the scalar tier (tests). */

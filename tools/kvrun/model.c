@@ -52,8 +52,8 @@ static int load_tensor(struct model *m, const char *name, uint64_t ne0, uint64_t
     return 0;
 }
 
-static int get_u32(const struct model *m, const char *arch, const char *key, uint32_t *v,
-                   char *err, size_t errlen)
+static int get_u32(const struct model *m, const char *arch, const char *key, uint32_t *v, char *err,
+                   size_t errlen)
 {
     char full[128];
     snprintf(full, sizeof(full), "%s.%s", arch, key);
@@ -307,8 +307,7 @@ int model_forward(const struct model *m, struct kvcache *c, const int32_t *token
     if (logits) {
         unsigned nl = n - logits_from;
         for (unsigned i = 0; i < nl; i++)
-            rmsnorm(xn + (size_t)i * D, x + (size_t)(logits_from + i) * D, m->out_norm, D,
-                    cf->eps);
+            rmsnorm(xn + (size_t)i * D, x + (size_t)(logits_from + i) * D, m->out_norm, D, cf->eps);
         mm_matmul(logits, cf->vocab, xn, D, m->output, nl, cf->vocab, D);
     }
     for (unsigned l = 0; l < L; l++) {

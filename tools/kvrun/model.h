@@ -34,8 +34,8 @@ struct model_cfg {
 };
 
 struct model_layer {
-    float *attn_norm, *ffn_norm;       /* [dim] */
-    float *wq, *wk, *wv, *wo;          /* [out][in] */
+    float *attn_norm, *ffn_norm; /* [dim] */
+    float *wq, *wk, *wv, *wo;    /* [out][in] */
     float *w_gate, *w_up, *w_down;
 };
 

@@ -219,9 +219,8 @@ int tok_init(struct tok *t, const struct gguf *g, char *err, size_t errlen)
     }
     /* longest first (insertion sort: a handful of tokens) */
     for (uint32_t i = 1; i < t->n_special; i++)
-        for (uint32_t j = i; j > 0 && t->vocab[t->special_ids[j]].len >
-                                          t->vocab[t->special_ids[j - 1]].len;
-             j--) {
+        for (uint32_t j = i;
+             j > 0 && t->vocab[t->special_ids[j]].len > t->vocab[t->special_ids[j - 1]].len; j--) {
             uint32_t x = t->special_ids[j];
             t->special_ids[j] = t->special_ids[j - 1];
             t->special_ids[j - 1] = x;
