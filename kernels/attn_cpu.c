@@ -377,7 +377,7 @@ static int tile_logits(struct prefill_tile *t, const struct attn_seg *ks, unsign
             const float *kc = t->kt + (size_t)c * ATTN_CHUNK;
             float qc = q[c];
             for (unsigned j = 0; j < n; j++)
-                s[j] = fmaf(qc, kc[j], s[j]);
+                s[j] += qc * kc[j];
         }
         size_t qp = t->qpos0 + r / t->g;
         for (unsigned j = 0; j < n; j++)
@@ -402,7 +402,7 @@ static int tile_values(struct prefill_tile *t, const struct attn_seg *vs, unsign
             if (w == 0.0f)
                 continue;
             for (unsigned c = 0; c < d; c++)
-                acc[c] = fmaf(w, v[c], acc[c]);
+                acc[c] += w * v[c];
         }
     }
     return 0;

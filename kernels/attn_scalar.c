@@ -2,7 +2,8 @@
  * attn_scalar.c - portable attention kernels: each chunk of a segment is dequantized through
  * kv_quant (the format's specification) into a chunk-sized scratch (ATTN_CHUNK rows, in L1), then
  * the dot products and weighted sums run in float. This tier runs on every CPU; the AVX2 tier
- * (attn_avx2.c) reads the segment bytes directly instead.
+ * (attn_avx2.c) reads the segment bytes directly instead. Plain multiply-add, not fmaf(): without
+ * an FMA target fmaf() is a slow library call (the portable tier must not assume FMA hardware).
  */
 #include <errno.h>
 #include <math.h>
@@ -51,7 +52,7 @@ static void scalar_dot(const struct attn_seg *s, unsigned t0, unsigned n, const 
             const float *k = work + (size_t)j * d;
             float acc = 0.0f;
             for (unsigned c = 0; c < d; c++)
-                acc = fmaf(qh[c], k[c], acc);
+                acc += qh[c] * k[c];
             logits[h * ld + j] = acc;
         }
     }
@@ -73,7 +74,7 @@ static void scalar_axpy(const struct attn_seg *s, unsigned t0, unsigned n, const
             const float *v = work + (size_t)j * d;
             float w = p[h * ld + j];
             for (unsigned c = 0; c < d; c++)
-                ah[c] = fmaf(w, v[c], ah[c]);
+                ah[c] += w * v[c];
         }
     }
 }
