@@ -212,6 +212,8 @@ static double fio_run(struct bench *b, const char *rw, double *cpu)
     FILE *f;
 
     snprintf(path, sizeof path, "%s/kvbench-spill.fio", b->dir);
+    if (strcmp(rw, "write") == 0)
+        unlink(path); /* a fresh, preallocated file, like the store's and the loop's */
     snprintf(cmd, sizeof cmd,
              "fio --name=spill --filename=%s --size=%llu --bs=%u --iodepth=%u --direct=1 "
              "--ioengine=io_uring --fixedbufs=1 --registerfiles=1 --rw=%s --numjobs=1 "
