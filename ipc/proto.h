@@ -239,8 +239,9 @@ enum kvp_admin {
     KVP_ADMIN_SHOW = 6,       /* kvp_admin_key; reply: kvp_admin_show + kvp_admin_page[], each
                                  followed by its ntok float32 scores (scored) */
     KVP_ADMIN_POOL = 7,       /* kvp_admin_range; reply: kvp_admin_list + kvp_admin_ns[] */
-    KVP_ADMIN_EVICT = 8,      /* (admin) kvp_admin_key: evict that prefix and everything that
-                                 extends it; reply: kvp_admin_evict (E_NOENT: unknown hash) */
+    KVP_ADMIN_EVICT = 8,      /* (admin) kvp_admin_key: remove that prefix and everything that
+                                 extends it from the pool and the spill tier; reply:
+                                 kvp_admin_evict (E_NOENT: unknown hash) */
     KVP_ADMIN_POLICY_GET = 9, /* reply: kvp_admin_policy */
     KVP_ADMIN_POLICY_SET = 10, /* (admin) NUL-terminated policy name; reply: kvp_admin_policy */
     KVP_ADMIN_SPILL = 11,     /* reply: kvp_admin_spill */
@@ -377,10 +378,12 @@ struct kvp_admin_ns {
 _Static_assert(sizeof(struct kvp_admin_ns) == 128, "wire struct");
 
 struct kvp_admin_evict {
-    uint32_t evicted;     /* pages evicted */
-    uint32_t busy;        /* pages of the prefix left because a lease pins them */
+    uint32_t evicted;       /* pages freed from the pool (not spilled: operator eviction purges) */
+    uint32_t busy;          /* pages of the prefix left because a lease pins them */
+    uint32_t spill_dropped; /* spill records of the prefix dropped (their slots erased) */
+    uint32_t reserved;
 };
-_Static_assert(sizeof(struct kvp_admin_evict) == 8, "wire struct");
+_Static_assert(sizeof(struct kvp_admin_evict) == 16, "wire struct");
 
 struct kvp_admin_policy {
     char current[32];
@@ -391,11 +394,13 @@ _Static_assert(sizeof(struct kvp_admin_policy) == 256, "wire struct");
 struct kvp_admin_spill {
     char state_dir[128];
     uint32_t enabled;     /* a spill store is open */
-    uint32_t reserved;
+    uint32_t backend;     /* enum kv_spill_backend (kvd/spill.h), 0 without a store */
     uint64_t spilled;     /* SPILLED records in the index */
-    uint64_t writes, restores, dropped, checksum_failures;
+    uint64_t writes, restores, dropped, checksum_failures; /* kvp_stats spill_* */
+    uint64_t slot_bytes, slots_total, slots_used, inflight;
+    uint64_t write_bytes, read_bytes, demotions, read_errors, invalidations;
 };
-_Static_assert(sizeof(struct kvp_admin_spill) == 176, "wire struct");
+_Static_assert(sizeof(struct kvp_admin_spill) == 248, "wire struct");
 
 /* Request latency histogram: count[i] requests took <= bound_us[i] (cumulative only in metrics;
  * here per bucket), the last bucket is +Inf (bound 0). */

@@ -9,22 +9,29 @@
  *     (kvp_admin_list.next); SHOW keeps the leaf end of a chain that does not fit.
  *  3. Listings are computed on request by walking the pool (O(pages)); nothing is cached, so an
  *     answer is always the state of the moment it was asked.
- *  4. EVICT only takes the pool's own EVICTING edge (kv_pool_evict_page), leaves first, so a
- *     chain never loses its middle and pinned pages are never touched.
+ *  4. EVICT purges: the prefix's spill records go first (kvd_tier_evict_under), then its resident
+ *     pages through kv_pool_evict_page (nothing is spilled), leaves first, so a chain never
+ *     loses its middle and pinned pages (and what they hold up) are never touched.
  *  5. POLICY_SET builds every namespace's new policy before it moves a single page: on -ENOMEM
  *     nothing changed. Moving keeps invariant 3 of pool.h (linked iff unpinned committed leaf).
+ *  6. SIGHUP (kvd_reload) re-reads the configuration file and applies the keys a running daemon
+ *     can change (log_level, policy, heartbeat_ms, attach_timeout_ms, client_group, admin_group);
+ *     a key given on the command line keeps its value, as it did at start.
  */
 #include <errno.h>
+#include <grp.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "mem.h"
 #include "server.h"
+#include "spill.h"
 
 #ifndef KVD_VERSION
 #define KVD_VERSION "0.1.0"
@@ -516,7 +523,22 @@ static void adm_spill(struct adm *a)
     memset(&s, 0, sizeof(s));
     copy_str(s.state_dir, sizeof(s.state_dir), d->cfg.state_dir);
     s.spilled = count_spilled(&d->pool);
-    s.enabled = d->pool.evict_hook != NULL;
+    kvd_stats_refresh(d); /* the spill_* counters come from the tier */
+    if (d->spill) {
+        struct kv_spill_stats ss;
+        kv_spill_stats(d->spill, &ss);
+        s.enabled = 1;
+        s.backend = (uint32_t)ss.backend;
+        s.slot_bytes = ss.slot_bytes;
+        s.slots_total = ss.slots_total;
+        s.slots_used = ss.slots_used;
+        s.inflight = ss.inflight;
+        s.write_bytes = ss.write_bytes;
+        s.read_bytes = ss.read_bytes;
+        s.demotions = ss.demotions;
+        s.read_errors = ss.read_errors;
+        s.invalidations = ss.invalidations;
+    }
     s.writes = d->st.spill_writes;
     s.restores = d->st.spill_restores;
     s.dropped = d->st.spill_dropped;
@@ -580,7 +602,7 @@ static void adm_evict(struct adm *a)
     struct kvd *d = a->d;
     struct kv_pool *p = &d->pool;
     struct kvp_admin_key k;
-    struct kvp_admin_evict ev = {0, 0};
+    struct kvp_admin_evict ev = {0, 0, 0, 0};
 
     if (a->arg_len != sizeof(k)) {
         admin_status(a, KVP_E_MALFORMED);
@@ -589,10 +611,15 @@ static void adm_evict(struct adm *a)
     memcpy(&k, a->arg, sizeof(k));
     struct kv_inode *in = find_key(p, &k);
     struct kv_page *top = kv_pool_page_of(in);
-    if (!top || top->state != KV_PAGE_COMMITTED) {
+    if (!in || (top && top->state != KV_PAGE_COMMITTED)) {
         admin_status(a, in ? KVP_E_STATE : KVP_E_NOENT);
         return;
     }
+    /* spill records under the prefix first: the resident pages' hashes link them to it */
+    int dropped = kvd_tier_evict_under(d, in->ns_id, k.hash);
+    ev.spill_dropped = dropped > 0 ? (uint32_t)dropped : 0;
+    if (!top)
+        goto out; /* the prefix was on disk only */
     /* leaves first, pass after pass, until nothing more comes loose (invariant 4). A freed
      * descriptor stays in its chunk, so comparing against top stays valid. */
     for (;;) {
@@ -608,49 +635,34 @@ static void adm_evict(struct adm *a)
     }
     if (top->state == KV_PAGE_COMMITTED)
         for_each_page(p, pg) ev.busy += pg->state == KV_PAGE_COMMITTED && extends(pg, top);
+out:
     if (ev.evicted)
         d->pool_gen++;
-    kv_notice("admin: client %u (pid %d) evicted %u pages, %u pinned pages left", a->c->id,
-              (int)a->c->peer.pid, ev.evicted, ev.busy);
-    kvd_publish(d, "evict", "admin %u %u", ev.evicted, ev.busy);
+    kv_notice("admin: client %u (pid %d) evicted %u pages and %u spill records, %u pinned pages "
+              "left",
+              a->c->id, (int)a->c->peer.pid, ev.evicted, ev.spill_dropped, ev.busy);
+    kvd_publish(d, "evict", "admin %u %u %u", ev.evicted, ev.spill_dropped, ev.busy);
     memcpy(admin_body(a), &ev, sizeof(ev));
     admin_reply(a, 0, sizeof(ev));
 }
 
-static void adm_policy_set(struct adm *a)
+/* Switch every namespace to policy `to` (invariant 5). 0, or -ENOMEM with nothing changed. */
+static int policy_switch(struct kvd *d, const struct pol_ops *to)
 {
-    struct kvd *d = a->d;
     struct kv_pool *p = &d->pool;
-    char name[32];
-    const struct pol_ops *to;
     struct pol **fresh;
 
-    if (a->arg_len == 0 || a->arg_len > sizeof(name) || a->arg[a->arg_len - 1] != '\0') {
-        admin_status(a, KVP_E_MALFORMED);
-        return;
-    }
-    memcpy(name, a->arg, a->arg_len);
-    to = pol_find(name);
-    if (!to) {
-        admin_status(a, KVP_E_INVAL);
-        return;
-    }
-    if (to == p->pol_ops) {
-        policy_reply(a);
-        return;
-    }
+    if (to == p->pol_ops)
+        return 0;
     fresh = kv_calloc(p->n_ns ? p->n_ns : 1, sizeof(*fresh));
-    if (!fresh) {
-        admin_status(a, KVP_E_NOMEM);
-        return;
-    }
+    if (!fresh)
+        return -ENOMEM;
     for (uint32_t i = 0; i < p->n_ns; i++) {
-        if (to->init(&fresh[i]) != 0) { /* invariant 5: undo and change nothing */
+        if (to->init(&fresh[i]) != 0) {
             while (i--)
                 to->free(fresh[i]);
             kv_free(fresh);
-            admin_status(a, KVP_E_NOMEM);
-            return;
+            return -ENOMEM;
         }
     }
     for (uint32_t i = 0; i < p->n_ns; i++) {
@@ -666,12 +678,149 @@ static void adm_policy_set(struct adm *a)
         ns->pol = fresh[i];
     }
     kv_free(fresh);
-    kv_notice("admin: client %u (pid %d) switched the eviction policy from %s to %s", a->c->id,
-              (int)a->c->peer.pid, p->pol_ops->name, to->name);
+    kv_notice("eviction policy switched from %s to %s", p->pol_ops->name, to->name);
     p->pol_ops = to;
     copy_str(d->cfg.policy, sizeof(d->cfg.policy), to->name);
     kvd_publish(d, "policy", "%s", to->name);
+    return 0;
+}
+
+static void adm_policy_set(struct adm *a)
+{
+    char name[32];
+    const struct pol_ops *to;
+
+    if (a->arg_len == 0 || a->arg_len > sizeof(name) || a->arg[a->arg_len - 1] != '\0') {
+        admin_status(a, KVP_E_MALFORMED);
+        return;
+    }
+    memcpy(name, a->arg, a->arg_len);
+    to = pol_find(name);
+    if (!to) {
+        admin_status(a, KVP_E_INVAL);
+        return;
+    }
+    if (to != a->d->pool.pol_ops)
+        kv_notice("admin: client %u (pid %d) sets the eviction policy to %s", a->c->id,
+                  (int)a->c->peer.pid, to->name);
+    if (policy_switch(a->d, to) != 0) {
+        admin_status(a, KVP_E_NOMEM);
+        return;
+    }
     policy_reply(a);
+}
+
+/* ---- SIGHUP ---------------------------------------------------------------------------------- */
+
+/* Keys a running kvd can take from a changed file; the others wait for the next start. */
+static int reload_key(struct kvd *d, const char *key, const struct kv_config *file)
+{
+    char err[200];
+    int lvl;
+
+    if (!strcmp(key, "log_level")) {
+        lvl = kv_log_parse_level(file->log_level);
+        if (lvl < 0)
+            return -EINVAL;
+        kv_log_init(lvl);
+        copy_str(d->cfg.log_level, sizeof(d->cfg.log_level), file->log_level);
+        return 0;
+    }
+    if (!strcmp(key, "policy")) {
+        const struct pol_ops *to = pol_find(file->policy);
+        return !to ? -EINVAL : policy_switch(d, to);
+    }
+    if (!strcmp(key, "client_group") || !strcmp(key, "admin_group")) {
+        int admin = key[0] == 'a';
+        const char *v = admin ? file->admin_group : file->client_group;
+        gid_t gid = 0;
+        if (v[0]) {
+            struct kv_config probe = d->cfg; /* resolve through the same parser kvd uses */
+            if (kv_config_set(&probe, key, v, err, sizeof(err)) != 0)
+                return -EINVAL;
+            char *end;
+            unsigned long n = strtoul(v, &end, 10);
+            if (*end == '\0') {
+                gid = (gid_t)n;
+            } else {
+                struct group *g = getgrnam(v);
+                if (!g)
+                    return -ENOENT;
+                gid = g->gr_gid;
+            }
+        }
+        if (admin) {
+            d->admin_gid = gid;
+            d->have_admin_gid = v[0] != '\0';
+            copy_str(d->cfg.admin_group, sizeof(d->cfg.admin_group), v);
+        } else {
+            d->client_gid = gid;
+            d->have_client_gid = v[0] != '\0';
+            copy_str(d->cfg.client_group, sizeof(d->cfg.client_group), v);
+        }
+        return 0;
+    }
+    if (!strcmp(key, "heartbeat_ms")) {
+        d->cfg.heartbeat_ms = file->heartbeat_ms;
+        return 0;
+    }
+    if (!strcmp(key, "attach_timeout_ms")) {
+        d->cfg.attach_timeout_ms = file->attach_timeout_ms;
+        return 0;
+    }
+    return -EAGAIN; /* needs a restart */
+}
+
+#define RELOAD_EQ_STR(a, b)  (strcmp((a), (b)) == 0)
+#define RELOAD_EQ_SIZE(a, b) ((a) == (b))
+#define RELOAD_EQ_UINT(a, b) ((a) == (b))
+#define RELOAD_EQ_BOOL(a, b) ((a) == (b))
+
+void kvd_reload(struct kvd *d)
+{
+    struct kv_config file;
+    char err[256];
+    unsigned applied = 0, later = 0;
+
+    sd_notify(0, "RELOADING=1");
+    if (!d->config_path) {
+        kv_notice("SIGHUP: kvd was started without a configuration file; nothing to reload");
+        goto out;
+    }
+    kv_config_defaults(&file);
+    if (kv_config_load(&file, d->config_path, err, sizeof(err)) != 0) {
+        kv_err("SIGHUP: %s; keeping the running configuration", err);
+        goto out;
+    }
+    /* A key is taken from the file when the file changed it and the command line did not set it
+     * (the command line wins, as at start: it set the key iff the running value differs from
+     * what the file gave at start). */
+#define RELOAD_KEY(key, type, field, def, doc)                                                     \
+    if (!RELOAD_EQ_##type(file.field, d->cfg_file.field)) {                                        \
+        if (!RELOAD_EQ_##type(d->cfg.field, d->cfg_file.field)) {                                  \
+            kv_notice("SIGHUP: '%s' was set on the command line or by kvctl; the file's value is " \
+                      "ignored",                                                                   \
+                      key);                                                                        \
+        } else {                                                                                   \
+            int rc_ = reload_key(d, key, &file);                                                   \
+            if (rc_ == 0) {                                                                        \
+                memcpy(&d->cfg_file.field, &file.field, sizeof(file.field));                       \
+                applied++;                                                                         \
+                kv_notice("SIGHUP: '%s' reloaded", key);                                           \
+            } else if (rc_ == -EAGAIN) {                                                           \
+                later++;                                                                           \
+                kv_notice("SIGHUP: '%s' changed; it takes effect at the next start", key);         \
+            } else {                                                                               \
+                kv_err("SIGHUP: '%s': cannot apply the new value: %s", key, strerror(-rc_));       \
+            }                                                                                      \
+        }                                                                                          \
+    }
+    KV_CONFIG_MAP(RELOAD_KEY)
+#undef RELOAD_KEY
+    kv_notice("SIGHUP: %s reloaded: %u keys applied, %u need a restart", d->config_path, applied,
+              later);
+out:
+    sd_notifyf(0, "READY=1\nSTATUS=serving %s (reloaded)", d->cfg.run_dir);
 }
 
 /* ---- dispatch -------------------------------------------------------------------------------- */

@@ -62,6 +62,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvd: %s\n", err);
         return 2;
     }
+    d.config_path = config_path; /* for SIGHUP (kvd_reload) */
+    d.cfg_file = d.cfg;
     while ((opt = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
         switch (opt) {
         case 'c': break;

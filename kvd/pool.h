@@ -187,9 +187,6 @@ uint64_t kv_pool_page_offset(const struct kv_pool *p, const struct kv_page *pg);
 
 /* Evict one victim of ns (or of any namespace when ns is NULL). 0, or -ENOENT if none. */
 int kv_pool_evict_one(struct kv_pool *p, struct kv_ns *ns);
-/* Evict this page now (kvctl evict): it must be an unpinned COMMITTED leaf, else -EBUSY. Takes the
- * same EVICTING edge (spill hook included) as kv_pool_evict_one. */
-int kv_pool_evict_page(struct kv_pool *p, struct kv_page *pg);
 
 /* Record attention mass for a page's tokens (n <= ntok). -ENOMEM leaves the old scores. */
 int kv_pool_add_scores(struct kv_pool *p, struct kv_page *pg, const float *mass, unsigned n);

@@ -710,7 +710,7 @@ int kvd_run(struct kvd *d)
         }
         if (d->reload) {
             d->reload = 0;
-            kv_notice("SIGHUP: nothing to reload yet besides the log level");
+            kvd_reload(d);
         }
     }
     kvd_notify_stopping(d);

@@ -66,6 +66,17 @@ static int64_t geti(json_object *o, const char *key)
     return json_object_get_int64(get(o, key));
 }
 
+static json_object *kvctl_json_at(struct kvt_kvd *k, const char *cmd)
+{
+    struct ops_out o;
+    cr_assert_eq(ops_kvctl(k, &o, "--json", cmd, NULL), 0);
+    cr_assert_eq(o.status, 0, "kvctl --json %s exited %d: %s", cmd, o.status, o.text);
+    json_object *j = json_tokener_parse(o.text);
+    cr_assert_not_null(j, "%s", o.text);
+    ops_out_free(&o);
+    return j;
+}
+
 /* Run kvctl CMD... in text form; returns the output (caller frees), asserts the exit status. */
 static char *kvctl_text(int want, const char *a, const char *b, const char *c)
 {
@@ -269,6 +280,7 @@ Test(ops_kvctl, evict)
     j = kvctl_json("evict", mid, NULL);
     cr_expect_eq(geti(j, "evicted"), 2);
     cr_expect_eq(geti(j, "pinned_left"), 0);
+    cr_expect_eq(geti(j, "spill_dropped"), 0, "nothing of it was on disk");
     json_object_put(j);
     j = kvctl_json("ls", NULL, NULL);
     cr_assert_eq(json_object_array_length(j), 1);
@@ -322,5 +334,89 @@ Test(ops_kvctl, admin_right_needs_admin_group)
     cr_assert_eq(ops_kvctl_as(&k2, nobody, &o, "evict", root_hex, NULL), 0);
     cr_expect_eq(o.status, 4, "evict as nobody: exit 4, got %d", o.status);
     ops_out_free(&o);
+    kvt_kvd_cleanup(&k2);
+}
+
+/* Pool pressure spills the chain; kvctl shows it in the spill tier and evict purges it there. */
+Test(ops_kvctl, spill_tier_listing_and_purge)
+{
+    struct kvt_kvd k2;
+    struct kvc *c2;
+    struct ops_chain ch;
+    const char *extra[] = {"--arena-size", "8M", NULL};
+    char leaf[33];
+
+    cr_assert_eq(ops_kvd_start(&k2, extra), 0);
+    cr_assert_eq(kvt_open(&k2, "ops", &c2), 0);
+    cr_assert_eq(ops_fill_chain(c2, 3, 0.5f, 0.25f, &ch), 0);
+    cr_assert_eq(kvc_release_pages(c2, ch.page, 3), 0);
+    ops_hex(&ch.hash[2], leaf);
+    struct ops_out o;
+    cr_assert_eq(ops_kvctl(&k2, &o, "--json", "spill", NULL), 0);
+    json_object *j = json_tokener_parse(o.text);
+    cr_assert_not_null(j, "%s", o.text);
+    int enabled = json_object_get_boolean(get(j, "enabled"));
+    cr_expect_gt(geti(j, "slots_total"), enabled ? 0 : -1);
+    json_object_put(j);
+    ops_out_free(&o);
+    if (!enabled) {
+        kvc_close(c2);
+        kvt_kvd_cleanup(&k2);
+        cr_skip_test("no spill store here");
+    }
+    /* fill the pool with other pages (released at once) until the chain is evicted */
+    struct kvc_hash h[64];
+    struct kvc_page pg[64];
+    struct kvc_commit cm[64];
+    struct kvc_stats st = {0};
+    for (uint32_t round = 0; round < 200 && st.evictions < 3; round++) {
+        for (int i = 0; i < 64; i++) {
+            memset(&h[i], 0, sizeof(h[i]));
+            h[i].b[0] = 0xee;
+            memcpy(h[i].b + 1, &round, 4);
+            h[i].b[5] = (uint8_t)i;
+        }
+        cr_assert_eq(kvc_alloc(c2, 64, h, pg), 0);
+        for (int i = 0; i < 64; i++)
+            cm[i] = (struct kvc_commit){.page_id = pg[i].id, .ntok = 16, .hash = h[i]};
+        cr_assert_eq(kvc_commit(c2, cm, 64, pg), 0);
+        cr_assert_eq(kvc_release_pages(c2, pg, 64), 0);
+        cr_assert_eq(kvc_stats(c2, &st), 0);
+    }
+    cr_assert_geq(st.evictions, 3, "the pool never filled");
+    long end = kvt_now_ms() + 10000, spilled = 0;
+    while (kvt_now_ms() < end) {
+        cr_assert_eq(ops_kvctl(&k2, &o, "--json", "spill", NULL), 0);
+        j = json_tokener_parse(o.text);
+        cr_assert_not_null(j, "%s", o.text);
+        spilled = geti(j, "spilled_pages");
+        json_object_put(j);
+        ops_out_free(&o);
+        if (spilled >= 3)
+            break;
+        usleep(50000);
+    }
+    cr_assert_geq(spilled, 3, "the chain's pages were not spilled");
+    j = kvctl_json_at(&k2, "ls");
+    int found = 0;
+    for (size_t i = 0; i < json_object_array_length(j); i++) {
+        json_object *c = json_object_array_get_idx(j, i);
+        found |= !strcmp(json_object_get_string(get(c, "hash")), leaf) &&
+                 !strcmp(json_object_get_string(get(c, "tier")), "spill");
+    }
+    cr_expect(found, "the spilled leaf is not listed with tier spill");
+    json_object_put(j);
+    cr_assert_eq(ops_kvctl(&k2, &o, "--json", "evict", leaf, NULL), 0);
+    cr_expect_eq(o.status, 0, "%s", o.text);
+    j = json_tokener_parse(o.text);
+    cr_assert_not_null(j, "%s", o.text);
+    cr_expect_eq(geti(j, "spill_dropped"), 1, "the leaf's record goes");
+    cr_expect_eq(geti(j, "evicted"), 0);
+    json_object_put(j);
+    ops_out_free(&o);
+    cr_assert_eq(ops_kvctl(&k2, &o, "show", leaf, NULL), 0);
+    cr_expect_eq(o.status, 5, "purged: no such hash any more");
+    ops_out_free(&o);
+    kvc_close(c2);
     kvt_kvd_cleanup(&k2);
 }

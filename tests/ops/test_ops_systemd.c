@@ -237,3 +237,67 @@ Test(ops_systemd, example_config_documents_every_key, .timeout = 30)
     cr_expect(strstr(o.text, "client_group = kvd-client") != NULL, "%s", o.text);
     ops_out_free(&o);
 }
+
+static void write_conf(const char *path, unsigned attach_ms, unsigned heartbeat_ms,
+                       unsigned max_clients)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "[kvd]\nattach_timeout_ms = %u\nheartbeat_ms = %u\nmax_clients = %u\n", attach_ms,
+            heartbeat_ms, max_clients);
+    fclose(f);
+}
+
+static long config_value(struct kvt_kvd *k, const char *key)
+{
+    struct ops_out o;
+    char pat[64];
+    cr_assert_eq(ops_kvctl(k, &o, "config", NULL), 0);
+    cr_assert_eq(o.status, 0, "%s", o.text);
+    snprintf(pat, sizeof(pat), "\n%s = ", key);
+    char *at = strstr(o.text, pat);
+    cr_assert_not_null(at, "no %s in %s", key, o.text);
+    long v = strtol(at + strlen(pat), NULL, 10);
+    ops_out_free(&o);
+    return v;
+}
+
+/* SIGHUP re-reads the file: a reloadable key changes, a key given on the command line keeps its
+ * value, a key that needs a restart keeps its value and says so in the log. */
+Test(ops_systemd, sighup_reloads_the_file, .init = mk_tmp, .fini = rm_tmp, .timeout = 60)
+{
+    char conf[128];
+    struct kvt_kvd k;
+    snprintf(conf, sizeof(conf), "%s/kvd.conf", tmp);
+    write_conf(conf, 5000, 30000, 256);
+    const char *extra[] = {"-c", conf, NULL}; /* kvt also sets --heartbeat-ms 60000 */
+    cr_assert_eq(ops_kvd_start(&k, extra), 0);
+    cr_expect_eq(config_value(&k, "attach_timeout_ms"), 5000);
+    cr_expect_eq(config_value(&k, "heartbeat_ms"), 60000);
+    write_conf(conf, 6000, 1234, 300);
+    cr_assert_eq(kill(k.pid, SIGHUP), 0);
+    long end = kvt_now_ms() + 10000, v;
+    while ((v = config_value(&k, "attach_timeout_ms")) != 6000 && kvt_now_ms() < end)
+        usleep(20000);
+    cr_expect_eq(v, 6000, "attach_timeout_ms was not reloaded");
+    cr_expect_eq(config_value(&k, "heartbeat_ms"), 60000, "the command line must win");
+    cr_expect_eq(config_value(&k, "max_clients"), 256, "max_clients needs a restart");
+    /* a broken file changes nothing and kvd keeps serving */
+    FILE *f = fopen(conf, "w");
+    cr_assert_not_null(f);
+    fputs("[kvd]\nno_such_key = 1\n", f);
+    fclose(f);
+    cr_assert_eq(kill(k.pid, SIGHUP), 0);
+    usleep(200000);
+    cr_expect_eq(config_value(&k, "attach_timeout_ms"), 6000);
+    char log[65536] = "";
+    FILE *lf = fopen(k.log_path, "r");
+    cr_assert_not_null(lf);
+    size_t n = fread(log, 1, sizeof(log) - 1, lf);
+    fclose(lf);
+    log[n] = '\0';
+    cr_expect(strstr(log, "'max_clients' changed; it takes effect at the next start") != NULL, "%s",
+              log);
+    cr_expect(strstr(log, "keeping the running configuration") != NULL, "%s", log);
+    kvt_kvd_cleanup(&k);
+}

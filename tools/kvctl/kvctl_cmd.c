@@ -589,10 +589,13 @@ int kvctl_cmd_evict(struct kvctl *k, int argc, char **argv)
         json_object *o = json_object_new_object();
         kvctl_jset(o, "hash", kvctl_jstr(argv[0]));
         kvctl_jset(o, "evicted", kvctl_ju(ev.evicted));
+        kvctl_jset(o, "spill_dropped", kvctl_ju(ev.spill_dropped));
         kvctl_jset(o, "pinned_left", kvctl_ju(ev.busy));
         kvctl_jprint(o);
     } else {
         printf("evicted %u pages", ev.evicted);
+        if (ev.spill_dropped)
+            printf(", dropped %u spilled pages", ev.spill_dropped);
         if (ev.busy)
             printf("; %u pages stay because clients hold leases on them", ev.busy);
         printf("\n");
@@ -650,6 +653,20 @@ int kvctl_cmd_policy(struct kvctl *k, int argc, char **argv)
 
 /* ---- spill, config --------------------------------------------------------------------------- */
 
+static const char *spill_backend(uint32_t b)
+{
+    switch (b) {
+    case 1:
+        return "io_uring, fixed buffers";
+    case 2:
+        return "io_uring";
+    case 3:
+        return "pread/pwrite";
+    default:
+        return "no store";
+    }
+}
+
 int kvctl_cmd_spill(struct kvctl *k, int argc, char **argv)
 {
     struct kvp_admin_spill s;
@@ -670,6 +687,16 @@ int kvctl_cmd_spill(struct kvctl *k, int argc, char **argv)
         json_object *o = json_object_new_object();
         kvctl_jset(o, "state_dir", kvctl_jstr(s.state_dir));
         kvctl_jset(o, "enabled", json_object_new_boolean(s.enabled));
+        kvctl_jset(o, "backend", kvctl_jstr(spill_backend(s.backend)));
+        kvctl_jset(o, "slot_bytes", kvctl_ju(s.slot_bytes));
+        kvctl_jset(o, "slots_total", kvctl_ju(s.slots_total));
+        kvctl_jset(o, "slots_used", kvctl_ju(s.slots_used));
+        kvctl_jset(o, "inflight", kvctl_ju(s.inflight));
+        kvctl_jset(o, "write_bytes", kvctl_ju(s.write_bytes));
+        kvctl_jset(o, "read_bytes", kvctl_ju(s.read_bytes));
+        kvctl_jset(o, "demotions", kvctl_ju(s.demotions));
+        kvctl_jset(o, "read_errors", kvctl_ju(s.read_errors));
+        kvctl_jset(o, "invalidations", kvctl_ju(s.invalidations));
         kvctl_jset(o, "spilled_pages", kvctl_ju(s.spilled));
         kvctl_jset(o, "writes", kvctl_ju(s.writes));
         kvctl_jset(o, "restores", kvctl_ju(s.restores));
@@ -678,12 +705,23 @@ int kvctl_cmd_spill(struct kvctl *k, int argc, char **argv)
         kvctl_jprint(o);
         return 0;
     }
-    printf("spill tier   %s, store under %s\n", s.enabled ? "on" : "off", s.state_dir);
+    char b1[32], b2[32], b3[32];
+    printf("spill tier   %s (%s), state dir %s\n", s.enabled ? "on" : "off",
+           spill_backend(s.backend), s.state_dir);
+    if (s.enabled)
+        printf("store        %llu of %llu slots used (%s each, %s in all), %llu I/O in flight\n",
+               (unsigned long long)s.slots_used, (unsigned long long)s.slots_total,
+               kvctl_bytes(b1, sizeof(b1), s.slot_bytes),
+               kvctl_bytes(b2, sizeof(b2), s.slot_bytes * s.slots_total),
+               (unsigned long long)s.inflight);
     printf("pages        %llu spilled (on disk only)\n", (unsigned long long)s.spilled);
-    printf("traffic      %llu written, %llu restored\n", (unsigned long long)s.writes,
-           (unsigned long long)s.restores);
-    printf("errors       %llu victims dropped, %llu checksum failures\n",
-           (unsigned long long)s.dropped, (unsigned long long)s.checksum_failures);
+    printf("traffic      %llu written (%s), %llu restored (%s), %llu converted to FP8\n",
+           (unsigned long long)s.writes, kvctl_bytes(b1, sizeof(b1), s.write_bytes),
+           (unsigned long long)s.restores, kvctl_bytes(b3, sizeof(b3), s.read_bytes),
+           (unsigned long long)s.demotions);
+    printf("errors       %llu victims dropped, %llu checksum failures, %llu read errors\n",
+           (unsigned long long)s.dropped, (unsigned long long)s.checksum_failures,
+           (unsigned long long)s.read_errors);
     return 0;
 }
 
