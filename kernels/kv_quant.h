@@ -13,8 +13,8 @@
  *
  * Every function is thread-safe (no shared mutable state after the first call picks the tier),
  * uses only bounded stack buffers (kv_convert_page also mallocs one segment of f32), returns 0 or
- * a negative errno, never prints and never touches errno. The caller owns every buffer. On error nothing has been written, except
- * where noted (a failing argument check happens before any write).
+ * a negative errno, never prints and never touches errno. The caller owns every buffer. On error
+ * nothing has been written, except where noted (a failing argument check happens before any write).
  *
  * Rows: channels of one (layer, token, head) are contiguous; layers, tokens and heads are at
  * arbitrary strides in ELEMENTS (of the source dtype, or floats for kv_dst), which may be
