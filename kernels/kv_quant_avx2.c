@@ -88,13 +88,10 @@ TGT static void avx2_minmax(float *mn, float *mx, const float *x, unsigned n, un
 TGT static void avx2_a_params(struct kv_sm16 *rec, float *s, float *m, const float *mn,
                               const float *mx, unsigned n, float qmax)
 {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (unsigned i = 0; i < n; i += 8) {
-        unsigned k = n - i < 8 ? n - i : 8;
-        float ta[8] = {0}, tb[8] = {0}, ts[8], tm[8];
-        struct kv_sm16 tr[8];
-        memcpy(ta, mn + i, k * 4);
-        memcpy(tb, mx + i, k * 4);
-        __m256 a = _mm256_loadu_ps(ta), b = _mm256_loadu_ps(tb);
+        __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)), lane);
+        __m256 a = _mm256_maskload_ps(mn + i, live), b = _mm256_maskload_ps(mx + i, live);
         __m256 none = _mm256_cmp_ps(a, b, _CMP_GT_OQ);
         a = _mm256_add_ps(_mm256_andnot_ps(none, a), _mm256_setzero_ps());
         b = _mm256_add_ps(_mm256_andnot_ps(none, b), _mm256_setzero_ps());
@@ -102,13 +99,10 @@ TGT static void avx2_a_params(struct kv_sm16 *rec, float *s, float *m, const flo
         __m256 mf = _mm256_cvtph_ps(mh);
         __m128i sh = _mm256_cvtps_ph(_mm256_div_ps(_mm256_sub_ps(b, mf), _mm256_set1_ps(qmax)),
                                      _MM_FROUND_TO_POS_INF);
-        _mm256_storeu_ps(tm, mf);
-        _mm256_storeu_ps(ts, _mm256_cvtph_ps(sh));
-        _mm_storeu_si128((__m128i *)tr, _mm_unpacklo_epi16(sh, mh));
-        _mm_storeu_si128((__m128i *)(tr + 4), _mm_unpackhi_epi16(sh, mh));
-        memcpy(m + i, tm, k * 4);
-        memcpy(s + i, ts, k * 4);
-        memcpy(rec + i, tr, k * sizeof(*tr));
+        _mm256_maskstore_ps(m + i, live, mf);
+        _mm256_maskstore_ps(s + i, live, _mm256_cvtph_ps(sh));
+        __m256i r = _mm256_set_m128i(_mm_unpackhi_epi16(sh, mh), _mm_unpacklo_epi16(sh, mh));
+        _mm256_maskstore_epi32((int *)(rec + i), live, r);
     }
 }
 
@@ -266,8 +260,8 @@ TGT static void avx2_h_enc(uint16_t *h, const float *x, unsigned n, int bf16)
 }
 
 /* Codes of 8 channels starting at i (all in one group when gsz >= 8). */
-TGT static __m256i a_codes8(const float *x, unsigned i, unsigned gsz, const float *s,
-                            const float *m, __m256 qmax)
+TGT static inline __attribute__((always_inline)) __m256i
+a_codes8(const float *x, unsigned i, unsigned gsz, const float *s, const float *m, __m256 qmax)
 {
     __m256 sv = gsz == 1 ? _mm256_loadu_ps(s + i) : _mm256_set1_ps(s[i / gsz]);
     __m256 mv = gsz == 1 ? _mm256_loadu_ps(m + i) : _mm256_set1_ps(m[i / gsz]);
