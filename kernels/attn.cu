@@ -12,7 +12,8 @@
  * adds exp(s - M) / L to scores (atomicAdd; the order of additions is not deterministic).
  *
  * Limits (checked by the launcher, -EINVAL): query heads per KV head <= ATTN_CU_MAX_G,
- * head_dim <= 256 (shared memory: warps * g * d floats of accumulators).
+ * head_dim <= 256, and (warps + 1) * g * d floats of shared memory must fit the device (above
+ * 48 KiB the launcher opts in with cudaFuncSetAttribute; sm_75 allows 64 KiB).
  */
 #include <cuda_runtime.h>
 #include <errno.h>
@@ -239,6 +240,13 @@ extern "C" int kv_attn_cuda(const struct kv_attn_args *a, struct CUstream_st *st
     {
         dim3 grid(a->n_q, l->n_kv_heads);
         size_t shm = ((size_t)g * d * (1 + ATTN_CU_WARPS) + 2 * ATTN_CU_WARPS * g) * sizeof(float);
+        /* above the 48 KiB default (g * d large), opt in; devices with less shared memory refuse */
+        if (shm > 48 * 1024 &&
+            cudaFuncSetAttribute(attn_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)shm) != cudaSuccess) {
+            rc = -EINVAL;
+            goto out_free;
+        }
         attn_kernel<<<grid, ATTN_CU_WARPS * 32, shm, st>>>(da, 0);
         if (cudaGetLastError() != cudaSuccess)
             goto out_free;
