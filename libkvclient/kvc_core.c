@@ -178,6 +178,8 @@ static int side_open(struct kvc *c)
         goto err_close_side;
     }
     n = kv_sock_recv(c->side_fd, buf, sizeof(buf), &fd);
+    if (n == -ECONNRESET) /* kvd closed before reading our hello: the error comes first, the */
+        n = kv_sock_recv(c->side_fd, buf, sizeof(buf), &fd); /* queued welcome after it */
     if (n <= 0) {
         rc = n == 0 || n == -EPIPE ? -ECONNRESET : (int)n;
         goto err_close_fd;
