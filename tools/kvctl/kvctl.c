@@ -444,25 +444,40 @@ int main(int argc, char **argv)
             k.interval_s = atof(opt_value(argc, argv, &i));
         } else if (is_opt(a, "-h", "--help")) {
             usage(stdout);
-            return 0;
+            {
+                rc = 0;
+                goto out;
+            }
         } else if (is_opt(a, "-V", "--version")) {
             printf("kvctl %s\n", KVD_VERSION);
-            return 0;
+            {
+                rc = 0;
+                goto out;
+            }
         } else if (a[0] == '-' && a[1] != '\0') {
             fprintf(stderr, "kvctl: unknown option '%s'\n", a);
             usage(stderr);
-            return KVCTL_EUSAGE;
+            {
+                rc = KVCTL_EUSAGE;
+                goto out;
+            }
         } else {
             pos[npos++] = argv[i];
         }
     }
     if (npos == 0) {
         usage(stderr);
-        return KVCTL_EUSAGE;
+        {
+            rc = KVCTL_EUSAGE;
+            goto out;
+        }
     }
     if (k.timeout_ms <= 0 || k.interval_s <= 0 || k.interval_s > 3600) {
         fprintf(stderr, "kvctl: --timeout and --interval must be positive\n");
-        return KVCTL_EUSAGE;
+        {
+            rc = KVCTL_EUSAGE;
+            goto out;
+        }
     }
     const struct command *cmd = NULL;
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
@@ -471,13 +486,18 @@ int main(int argc, char **argv)
     if (!cmd) {
         fprintf(stderr, "kvctl: unknown command '%s'\n", pos[0]);
         usage(stderr);
-        return KVCTL_EUSAGE;
+        {
+            rc = KVCTL_EUSAGE;
+            goto out;
+        }
     }
     if (!k.run_dir)
         k.run_dir = default_run_dir(rdbuf, sizeof(rdbuf));
     k.buf = malloc(KVCTL_BUF);
-    if (!k.buf)
-        return KVCTL_EFAIL;
+    if (!k.buf) {
+        rc = KVCTL_EFAIL;
+        goto out;
+    }
     rc = kvctl_connect(&k);
     if (rc == 0) {
         rc = cmd->fn(&k, npos - 1, pos + 1);
@@ -487,6 +507,7 @@ int main(int argc, char **argv)
         }
         kvc_close(k.c);
     }
+out:
     free(k.buf);
     free(pos);
     return rc;
