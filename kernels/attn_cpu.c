@@ -3,14 +3,16 @@
  * softmax, blocked causal prefill, and the H2O score side output.
  *
  * Invariants:
- *  1. The context is walked as spans (blocks[0..n_blocks), then the tail), each in chunks of at
- *     most ATTN_CHUNK tokens; position pos counts tokens from the start of the context.
+ *  1. The context is walked as spans (blocks[0..n_blocks), then the tail); position pos counts
+ *     tokens from the start of the context. Decode groups consecutive spans into windows of at
+ *     most ATTN_CHUNK tokens (a window may cover several short pages, a kernel call never crosses
+ *     a span); prefill walks each span in chunks of at most ATTN_CHUNK tokens.
  *  2. Per (query, head) row the running state is (m, l, acc): m the largest logit seen, l the sum
- *     of exp(logit - m), acc the sum of exp(logit - m) * v. A new chunk with max m' > m rescales
- *     l and acc by exp(m - m'), so after the last chunk acc / l is the softmax-weighted mean.
+ *     of exp(logit - m), acc the sum of exp(logit - m) * v. A window/chunk with max m' > m
+ *     rescales l and acc by exp(m - m'), so at the end acc / l is the softmax-weighted mean.
  *  3. Queries are pre-multiplied by the softmax scale; kernels compute raw dot products.
  *  4. Scores are added only after the row's final (m, l) is known: decode keeps each head's
- *     logits (g * n_ctx floats); prefill recomputes them in a second pass over K.
+ *     logits (n_q_heads * n_ctx floats); prefill recomputes them in a second pass over K.
  */
 #include <errno.h>
 #include <math.h>
