@@ -343,7 +343,8 @@ Test(badinput, layout_differs_from_namespace)
     struct kvc *a, *b;
     struct kvc_opts o = KVC_OPTS_INIT;
 
-    cr_assert_eq(kvt_open(&kvd, "bad", &a), 0);
+    int rc = kvt_open(&kvd, "bad", &a);
+    cr_assert_eq(rc, 0, "kvc_open: %d %s", rc, kvc_strerror(rc));
     o.run_dir = kvd.run_dir;
     o.ns = "bad";
     o.layout = kvt_layout();
