@@ -348,6 +348,38 @@ INLINE __m256 codes8(const uint8_t *row, unsigned c, unsigned bits)
     return _mm256_cvtepi32_ps(_mm256_and_si256(v, _mm256_set1_epi32((1 << bits) - 1)));
 }
 
+/* One packed key row with per-token groups against hn (1..4) heads: the codes are decoded once
+ * and serve every head; part[hh*64 + lane] and lin[hh*8] get the partial sums and min terms. */
+INLINE void tokgroup_row(const uint8_t *row, const uint8_t *sm, const float *q, const float *qsum,
+                         unsigned d, unsigned gs, unsigned bits, unsigned hn, float *part,
+                         float *lin)
+{
+    unsigned ng = d / gs;
+    __m256 acc[4], ga[4];
+    float l[4] = {0, 0, 0, 0};
+    for (unsigned hh = 0; hh < 4; hh++)
+        acc[hh] = _mm256_setzero_ps();
+    for (unsigned gi = 0; gi < ng; gi++) {
+        for (unsigned hh = 0; hh < 4; hh++)
+            ga[hh] = _mm256_setzero_ps();
+        for (unsigned c = gi * gs; c < (gi + 1) * gs; c += 8) {
+            __m256 v = codes8(row, c, bits);
+            for (unsigned hh = 0; hh < hn; hh++)
+                ga[hh] = _mm256_fmadd_ps(_mm256_loadu_ps(q + hh * d + c), v, ga[hh]);
+        }
+        __m256 sc = _mm256_set1_ps(h2f(ld_u16(sm + 4 * gi)));
+        float mn = h2f(ld_u16(sm + 4 * gi + 2));
+        for (unsigned hh = 0; hh < hn; hh++) {
+            acc[hh] = _mm256_fmadd_ps(sc, ga[hh], acc[hh]);
+            l[hh] = fmaf(mn, qsum[hh * ng + gi], l[hh]);
+        }
+    }
+    for (unsigned hh = 0; hh < hn; hh++) {
+        _mm256_storeu_ps(part + hh * 64, acc[hh]);
+        lin[hh * 8] = l[hh];
+    }
+}
+
 /* Keys with per-token groups of `gs` channels (INT4: 4 bits, gs = 32): sm16 records [T][D/gs]. */
 INLINE void dot_tokgroup(const struct attn_seg *s, unsigned bits, unsigned gs, unsigned t0,
                          unsigned n, const float *q, unsigned g, float *logits, size_t ld,
@@ -360,37 +392,54 @@ INLINE void dot_tokgroup(const struct attn_seg *s, unsigned bits, unsigned gs, u
 
     for (unsigned h0 = 0; h0 < g; h0 += 4) {
         unsigned hn = g - h0 < 4 ? g - h0 : 4;
+        const float *qh = q + (size_t)h0 * d;
         for (unsigned hh = 0; hh < hn; hh++)
             for (unsigned gi = 0; gi < ng; gi++) {
                 float sum = 0.0f;
                 for (unsigned c = gi * gs; c < (gi + 1) * gs; c++)
-                    sum += q[(size_t)(h0 + hh) * d + c];
+                    sum += qh[(size_t)hh * d + c];
                 qsum[hh * ng + gi] = sum;
             }
         for (unsigned j0 = 0; j0 < n; j0 += 8) {
             unsigned jn = n - j0 < 8 ? n - j0 : 8;
             for (unsigned jj = 0; jj < 8; jj++) {
                 unsigned t = t0 + j0 + (jj < jn ? jj : 0);
-                const uint8_t *row = s->data + t * rs;
-                const uint8_t *sm = s->scales + (size_t)t * ng * 4;
-                for (unsigned hh = 0; hh < hn; hh++) {
-                    const float *qh = q + (size_t)(h0 + hh) * d;
-                    __m256 acc = _mm256_setzero_ps();
-                    float l = 0.0f;
-                    for (unsigned gi = 0; gi < ng; gi++) {
-                        __m256 ga = _mm256_setzero_ps();
-                        for (unsigned c = gi * gs; c < (gi + 1) * gs; c += 8)
-                            ga = _mm256_fmadd_ps(_mm256_loadu_ps(qh + c), codes8(row, c, bits), ga);
-                        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(ld_u16(sm + 4 * gi))), ga, acc);
-                        l = fmaf(h2f(ld_u16(sm + 4 * gi + 2)), qsum[hh * ng + gi], l);
-                    }
-                    _mm256_storeu_ps(part + hh * 64 + jj * 8, acc);
-                    lin[hh * 8 + jj] = l;
+                const uint8_t *row = s->data + t * rs, *sm = s->scales + (size_t)t * ng * 4;
+                float *pp = part + jj * 8, *ll = lin + jj;
+                switch (hn) {
+                case 1:
+                    tokgroup_row(row, sm, qh, qsum, d, gs, bits, 1, pp, ll);
+                    break;
+                case 2:
+                    tokgroup_row(row, sm, qh, qsum, d, gs, bits, 2, pp, ll);
+                    break;
+                case 3:
+                    tokgroup_row(row, sm, qh, qsum, d, gs, bits, 3, pp, ll);
+                    break;
+                default:
+                    tokgroup_row(row, sm, qh, qsum, d, gs, bits, 4, pp, ll);
+                    break;
                 }
             }
             dot_flush(part, lin, one, hn, jn, logits + h0 * ld + j0, ld);
         }
     }
+}
+
+/* One packed KIVI key row against hn heads' scale-folded queries qp [4][d]. */
+INLINE void kivi_row(const uint8_t *row, const float *qp, unsigned d, unsigned bits, unsigned hn,
+                     float *part)
+{
+    __m256 a[4];
+    for (unsigned hh = 0; hh < 4; hh++)
+        a[hh] = _mm256_setzero_ps();
+    for (unsigned c = 0; c < d; c += 8) {
+        __m256 v = codes8(row, c, bits);
+        for (unsigned hh = 0; hh < hn; hh++)
+            a[hh] = _mm256_fmadd_ps(_mm256_loadu_ps(qp + hh * d + c), v, a[hh]);
+    }
+    for (unsigned hh = 0; hh < hn; hh++)
+        _mm256_storeu_ps(part + hh * 64, a[hh]);
 }
 
 /* KIVI keys: sm16 records [T/G][D], scale and min per channel over each group of G tokens. */
@@ -422,17 +471,22 @@ INLINE void dot_kivi(const struct attn_seg *s, unsigned bits, unsigned t0, unsig
                     }
                 }
                 const uint8_t *row = s->data + t * rs;
-                for (unsigned hh = 0; hh < hn; hh++) {
-                    __m256 a = _mm256_setzero_ps(), b = a;
-                    for (unsigned c = 0; c < d; c += 16) {
-                        a = _mm256_fmadd_ps(_mm256_loadu_ps(qp + hh * d + c), codes8(row, c, bits),
-                                            a);
-                        b = _mm256_fmadd_ps(_mm256_loadu_ps(qp + hh * d + c + 8),
-                                            codes8(row, c + 8, bits), b);
-                    }
-                    _mm256_storeu_ps(part + hh * 64 + jj * 8, _mm256_add_ps(a, b));
-                    lin[hh * 8 + jj] = cst[hh];
+                switch (hn) {
+                case 1:
+                    kivi_row(row, qp, d, bits, 1, part + jj * 8);
+                    break;
+                case 2:
+                    kivi_row(row, qp, d, bits, 2, part + jj * 8);
+                    break;
+                case 3:
+                    kivi_row(row, qp, d, bits, 3, part + jj * 8);
+                    break;
+                default:
+                    kivi_row(row, qp, d, bits, 4, part + jj * 8);
+                    break;
                 }
+                for (unsigned hh = 0; hh < hn; hh++)
+                    lin[hh * 8 + jj] = cst[hh];
             }
             dot_flush(part, lin, one, hn, jn, logits + h0 * ld + j0, ld);
         }
