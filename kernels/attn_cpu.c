@@ -96,13 +96,13 @@ int kv_attn_set_tier(enum kv_attn_tier t)
     }
     switch (t) {
     case KV_ATTN_TIER_SCALAR:
-        g_ops = &attn_ops_scalar;
+        __atomic_store_n(&g_ops, &attn_ops_scalar, __ATOMIC_RELEASE);
         break;
 #if defined(__x86_64__) || defined(__i386__)
     case KV_ATTN_TIER_AVX2:
         if (!cpu_has_avx2())
             return -ENOTSUP;
-        g_ops = &attn_ops_avx2;
+        __atomic_store_n(&g_ops, &attn_ops_avx2, __ATOMIC_RELEASE);
         break;
 #endif
     default:
@@ -112,11 +112,15 @@ int kv_attn_set_tier(enum kv_attn_tier t)
     return 0;
 }
 
+/* Racing first calls all pick the same tier; the pointer is published atomically. */
 static const struct attn_ops *ops_get(void)
 {
-    if (!__atomic_load_n(&g_ops, __ATOMIC_ACQUIRE))
+    const struct attn_ops *o = __atomic_load_n(&g_ops, __ATOMIC_ACQUIRE);
+    if (!o) {
         kv_attn_set_tier(KV_ATTN_TIER_AUTO);
-    return g_ops;
+        o = __atomic_load_n(&g_ops, __ATOMIC_ACQUIRE);
+    }
+    return o;
 }
 
 enum kv_attn_tier kv_attn_get_tier(void)
