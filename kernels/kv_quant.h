@@ -22,7 +22,8 @@
  *
  * Tiers: a scalar reference (the specification), AVX2+F16C+FMA, and AVX-512 where the CPU has it,
  * chosen at the first call from the CPU features. The environment variable KV_KERNELS_FORCE=ref|
- * avx2|avx512, read at the first call, or kv_quant_set_tier() forces one. All tiers produce
+ * avx2|avx512, read at the first call (ignored for a tier this CPU lacks), or kv_quant_set_tier()
+ * forces one. All tiers produce
  * identical bytes when quantizing and identical floats when dequantizing (NaN payloads aside):
  * every tier performs the same IEEE operations in the same order (see kv_quant_ref.c).
  */

@@ -100,12 +100,11 @@ out:
 }
 
 /* Quantize kv through pages of format fmt and decode into out (same shape). */
-static int roundtrip(const struct kv *kv, int fmt, unsigned page, unsigned G, float *ko, float *vo,
-                     size_t *page_bytes)
+static int roundtrip(const struct kv *kv, int kf, int vf, unsigned page, unsigned G, float *ko,
+                     float *vo, size_t *page_bytes)
 {
-    struct kv_layout l = {
-        1,          (uint16_t)kv->H, (uint16_t)kv->D, (uint16_t)page, (uint8_t)fmt, (uint8_t)fmt,
-        (uint16_t)G};
+    struct kv_layout l = {1,           (uint16_t)kv->H, (uint16_t)kv->D, (uint16_t)page,
+                          (uint8_t)kf, (uint8_t)vf,     (uint16_t)G};
     size_t pb = kv_page_bytes(&l), ts = (size_t)kv->H * kv->D;
     if (!pb)
         return -EINVAL;
@@ -173,6 +172,7 @@ int main(int argc, char **argv)
     struct kv kv = {.L = 1, .H = 4, .D = 128, .N = 1024};
     unsigned page = 64, G = 32, nq = 16;
     const char *dump = NULL;
+    int kf = 0, vf = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         unsigned val = (unsigned)strtoul(argv[i + 1], NULL, 10);
         if (!strcmp(argv[i], "--dump"))
@@ -189,6 +189,10 @@ int main(int argc, char **argv)
             G = val;
         else if (!strcmp(argv[i], "--queries"))
             nq = val;
+        else if (!strcmp(argv[i], "--k"))
+            kf = kv_fmt_parse(argv[i + 1]);
+        else if (!strcmp(argv[i], "--v"))
+            vf = kv_fmt_parse(argv[i + 1]);
         else if (!strcmp(argv[i], "--seed"))
             rng = val ? val : 1;
         else {
@@ -199,7 +203,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (argc % 2 == 0 || !page || !nq || nq > 4096) {
+    if (argc % 2 == 0 || !page || !nq || nq > 4096 || kf < 0 || vf < 0 || !kf != !vf) {
         fprintf(stderr, "bad arguments\n");
         return 2;
     }
@@ -222,8 +226,15 @@ int main(int argc, char **argv)
            "attn rel.err", "attn cosine");
     for (int fmt = 1; fmt <= KV_FMT_MAX_ID; fmt++) {
         size_t pb;
-        if ((rc = roundtrip(&kv, fmt, page, G, ko, vo, &pb)) != 0) {
-            printf("%-9s (layout rejected: %s)\n", kv_fmt_name(fmt), strerror(-rc));
+        int k = kf ? kf : fmt, v = vf ? vf : fmt;
+        char name[32];
+        if (kf && fmt > 1)
+            break;
+        snprintf(name, sizeof name, "%s", kv_fmt_name(k));
+        if (k != v)
+            snprintf(name, sizeof name, "%s/%s", kv_fmt_name(k), kv_fmt_name(v));
+        if ((rc = roundtrip(&kv, k, v, page, G, ko, vo, &pb)) != 0) {
+            printf("%-9s (layout rejected: %s)\n", name, strerror(-rc));
             continue;
         }
         double rel = 0, cosv = 0;
@@ -251,9 +262,8 @@ int main(int argc, char **argv)
                 }
                 rng = save;
             }
-        printf("%-9s %8.1f %12.3e %12.3e %14.3e %12.8f\n", kv_fmt_name(fmt),
-               (double)pb / page / kv.H, nmse(kv.k, ko, n), nmse(kv.v, vo, n), rel / cnt,
-               cosv / cnt);
+        printf("%-9s %8.1f %12.3e %12.3e %14.3e %12.8f\n", name, (double)pb / page / kv.H,
+               nmse(kv.k, ko, n), nmse(kv.v, vo, n), rel / cnt, cosv / cnt);
     }
     free(kv.k), free(kv.v), free(ko), free(vo), free(q), free(o), free(o2), free(sc);
     return 0;
