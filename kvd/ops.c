@@ -165,7 +165,8 @@ static int do_lookup(struct kvd *d, struct kv_client *c, const struct kvp_msg *m
     return KVP_OK;
 }
 
-static void lookup_reply(struct req *r, int count_stats)
+/* Answer a lookup. `parked`: it waited, and was counted as a lookup when it was parked. */
+static void lookup_reply(struct req *r, int parked)
 {
     struct kvd *d = r->d;
     uint32_t hit, next;
@@ -174,13 +175,13 @@ static void lookup_reply(struct req *r, int count_stats)
         reply_status(r, st);
         return;
     }
-    if (count_stats) {
+    if (!parked) {
         d->st.lookups++;
-        d->st.lookup_hits += hit > 0;
-        d->st.lookup_pages_hit += hit;
         d->st.lookup_pending += next == KVP_NEXT_PENDING;
-        d->st.bytes_saved += (uint64_t)hit * r->c->ns->page_bytes;
     }
+    d->st.lookup_hits += hit > 0;
+    d->st.lookup_pages_hit += hit;
+    d->st.bytes_saved += (uint64_t)hit * r->c->ns->page_bytes;
     struct kvp_lookup_rep rep = {.n_hit = hit, .next = next};
     memcpy(body_out(d), &rep, sizeof(rep));
     reply_body(r, hit, sizeof(rep) + (size_t)hit * sizeof(struct kvp_page));
@@ -214,6 +215,7 @@ static int lookup_blocked(struct kvd *d, struct kv_client *c, const struct kvp_m
 }
 
 /* Should a lookup parked since `since` (with its own deadline `deadline`) keep waiting at `now`?
+ * Returns why (BLOCKED_*), or NOT_BLOCKED.
  * Pages on disk are restored before the reply (up to KVD_RESTORE_WAIT_MS); pending pages are
  * waited for only when the caller asked, up to its wait_ms. */
 static int must_wait(struct kvd *d, struct kv_client *c, const struct kvp_msg *m, uint64_t since,
@@ -221,8 +223,10 @@ static int must_wait(struct kvd *d, struct kv_client *c, const struct kvp_msg *m
 {
     int b = lookup_blocked(d, c, m);
     if (b == BLOCKED_RESTORE)
-        return now < since + KVD_RESTORE_WAIT_MS;
-    return b == BLOCKED_PENDING && (m->u.lookup.flags & KVP_LOOKUP_WAIT) && now < deadline;
+        return now < since + KVD_RESTORE_WAIT_MS ? b : NOT_BLOCKED;
+    return b == BLOCKED_PENDING && (m->u.lookup.flags & KVP_LOOKUP_WAIT) && now < deadline
+               ? b
+               : NOT_BLOCKED;
 }
 
 static void op_lookup(struct req *r, const uint8_t *frame, size_t len)
@@ -232,7 +236,8 @@ static void op_lookup(struct req *r, const uint8_t *frame, size_t len)
 
     uint64_t now = kv_now_ms(), deadline = now + l->wait_ms;
 
-    if (must_wait(d, r->c, &r->m, now, deadline, now) && d->nwaiters < d->cfg.max_waiters) {
+    int why = must_wait(d, r->c, &r->m, now, deadline, now);
+    if (why != NOT_BLOCKED && d->nwaiters < d->cfg.max_waiters) {
         struct kv_waiter *w = &d->waiters[d->nwaiters];
         w->frame = kv_malloc(len);
         if (w->frame) { /* without memory, answer now: the caller sees a miss or PENDING */
@@ -243,10 +248,12 @@ static void op_lookup(struct req *r, const uint8_t *frame, size_t len)
             w->since_ms = now;
             w->deadline_ms = deadline;
             d->nwaiters++;
+            d->st.lookups++;
+            d->st.lookup_pending += why == BLOCKED_PENDING; /* met a page being written */
             return;
         }
     }
-    lookup_reply(r, 1);
+    lookup_reply(r, 0);
 }
 
 void kvd_eval_waiters(struct kvd *d, uint64_t now)
