@@ -25,7 +25,7 @@
 #include "attn_impl.h"
 #include "kv_quant.h"
 
-#define PREFILL_ROWS 64 /* (query, head) rows of one prefill tile */
+#define PREFILL_Q 64 /* queries of one prefill tile (fewer when g > 4: <= 256 rows) */
 
 size_t kv_attn_ctx_len(const struct kv_attn_args *a)
 {
@@ -352,115 +352,74 @@ int kv_attn_decode(const struct kv_attn_args *a)
 
 /* ---- prefill ------------------------------------------------------------------------------ */
 
+/* A tile: up to PREFILL_Q consecutive queries of one KV head. Each window of K/V bytes is read
+ * from memory once per tile and stays in cache while the tile's queries run the tier's fused
+ * kernels over it. Row r = query r / g, head r % g. */
 struct prefill_tile {
-    unsigned rows, g, d;
-    size_t qpos0; /* context position of the tile's first query */
-    float *q;     /* [rows][d] scaled queries; row r = query r / g, head r % g */
-    float *acc;   /* [rows][d] */
-    float *s;     /* [rows][ATTN_CHUNK] logits / probabilities */
-    float *kt;    /* [d][ATTN_CHUNK] keys of the chunk, transposed */
-    float *rows_; /* [ATTN_CHUNK][d] dequantized rows */
-    float *m, *l; /* [rows] */
+    unsigned nq, g, d;
+    size_t qpos0;     /* context position of the tile's first query */
+    float *q;         /* [nq * g][d] scaled queries */
+    float *acc;       /* [nq * g][d] */
+    float *s;         /* [nq * g][ATTN_CHUNK] logits, then probabilities */
+    float *work;      /* [ATTN_CHUNK][d] tier scratch */
+    float *m, *l;     /* [nq * g] */
+    struct piece *pc; /* [ATTN_CHUNK] pieces of the current window */
 };
 
-/* Logits of the tile against keys [t0, t0+n) of ks at context position pos, causally masked. */
-static int tile_logits(struct prefill_tile *t, const struct attn_seg *ks, unsigned t0, unsigned n,
-                       size_t pos)
-{
-    unsigned d = t->d;
-    int rc = attn_seg_deq(ks, t0, n, t->rows_);
-    if (rc)
-        return rc;
-    for (unsigned j = 0; j < n; j++)
-        for (unsigned c = 0; c < d; c++)
-            t->kt[(size_t)c * ATTN_CHUNK + j] = t->rows_[(size_t)j * d + c];
-    for (unsigned r = 0; r < t->rows; r++) {
-        float *s = t->s + (size_t)r * ATTN_CHUNK;
-        const float *q = t->q + (size_t)r * d;
-        for (unsigned j = 0; j < n; j++)
-            s[j] = 0.0f;
-        for (unsigned c = 0; c < d; c++) {
-            const float *kc = t->kt + (size_t)c * ATTN_CHUNK;
-            float qc = q[c];
-            for (unsigned j = 0; j < n; j++)
-                s[j] += qc * kc[j];
-        }
-        size_t qp = t->qpos0 + r / t->g;
-        for (unsigned j = 0; j < n; j++)
-            if (pos + j > qp)
-                s[j] = -INFINITY;
-    }
-    return 0;
-}
-
-static int tile_values(struct prefill_tile *t, const struct attn_seg *vs, unsigned t0, unsigned n)
-{
-    unsigned d = t->d;
-    int rc = attn_seg_deq(vs, t0, n, t->rows_);
-    if (rc)
-        return rc;
-    for (unsigned r = 0; r < t->rows; r++) {
-        float *acc = t->acc + (size_t)r * d;
-        const float *p = t->s + (size_t)r * ATTN_CHUNK;
-        for (unsigned j = 0; j < n; j++) {
-            const float *v = t->rows_ + (size_t)j * d;
-            float w = p[j];
-            if (w == 0.0f)
-                continue;
-            for (unsigned c = 0; c < d; c++)
-                acc[c] += w * v[c];
-        }
-    }
-    return 0;
-}
-
-/* One tile: queries [qi0, qi0 + rows/g) of KV head k. */
-static int prefill_tile_run(const struct kv_attn_args *a, const struct attn_ops *ops,
-                            struct prefill_tile *t, unsigned k, size_t n_ctx)
+/* Runs one tile of KV head k. Causality without masks: a query at position qp sees the first
+ * qp - pos + 1 tokens of the window at pos, which are a prefix of the window's pieces. */
+static void prefill_tile_run(const struct kv_attn_args *a, const struct attn_ops *ops,
+                             struct prefill_tile *t, unsigned k, size_t n_ctx)
 {
     unsigned d = t->d, g = t->g;
-    size_t last = t->qpos0 + t->rows / g - 1; /* last visible position of the tile */
-    int rc;
+    size_t last = t->qpos0 + t->nq - 1; /* last visible position of the tile */
 
     for (int pass = 0; pass < 2; pass++) { /* pass 1: scores, only when requested */
         if (pass == 1 && !a->scores && !a->scores_head)
             break;
-        size_t pos = 0;
-        for (unsigned span = 0; span <= a->n_blocks && pos <= last; span++) {
-            struct attn_seg ks, vs;
-            unsigned nt = span_seg(a, span, k, KV_KIND_K, &ks);
-            span_seg(a, span, k, KV_KIND_V, &vs);
-            for (unsigned t0 = 0; t0 < nt && pos <= last; t0 += ATTN_CHUNK) {
-                unsigned n = nt - t0 < ATTN_CHUNK ? nt - t0 : ATTN_CHUNK;
-                rc = tile_logits(t, &ks, t0, n, pos);
-                if (rc)
-                    return rc;
-                for (unsigned r = 0; r < t->rows; r++) {
-                    float *s = t->s + (size_t)r * ATTN_CHUNK;
+        unsigned span = 0, t_in = 0, cn;
+        for (size_t pos = 0; pos <= last && pos < n_ctx; pos += cn) {
+            unsigned np = window_next(a, &span, &t_in, t->pc, &cn);
+            for (unsigned qi = 0; qi < t->nq; qi++) {
+                size_t qp = t->qpos0 + qi;
+                if (qp < pos)
+                    continue;
+                unsigned lim = qp - pos + 1 < cn ? (unsigned)(qp - pos + 1) : cn;
+                float *srow = t->s + (size_t)qi * g * ATTN_CHUNK;
+                struct attn_seg ks, vs;
+                for (unsigned i = 0; i < np && t->pc[i].off < lim; i++) {
+                    unsigned n = lim - t->pc[i].off < t->pc[i].n ? lim - t->pc[i].off : t->pc[i].n;
+                    span_seg(a, t->pc[i].span, k, KV_KIND_K, &ks);
+                    ops->dot(&ks, t->pc[i].t0, n, t->q + (size_t)qi * g * d, g, srow + t->pc[i].off,
+                             ATTN_CHUNK, t->work);
+                }
+                for (unsigned h = 0; h < g; h++) {
+                    unsigned r = qi * g + h;
+                    float *sr = srow + h * ATTN_CHUNK;
                     if (pass == 0) {
-                        softmax_step(ops, s, n, &t->m[r], &t->l[r], t->acc + (size_t)r * d, d);
+                        softmax_step(ops, sr, lim, &t->m[r], &t->l[r], t->acc + (size_t)r * d, d);
                         continue;
                     }
-                    unsigned h = k * g + r % g;
                     float inv = 1.0f / t->l[r];
-                    for (unsigned j = 0; j < n; j++) {
-                        float pj = s[j] == -INFINITY ? 0.0f : expf(s[j] - t->m[r]) * inv;
+                    ops->expsum(sr, lim, t->m[r]);
+                    for (unsigned j = 0; j < lim; j++) {
                         if (a->scores)
-                            a->scores[(size_t)k * n_ctx + pos + j] += pj;
+                            a->scores[(size_t)k * n_ctx + pos + j] += sr[j] * inv;
                         if (a->scores_head)
-                            a->scores_head[(size_t)h * n_ctx + pos + j] += pj;
+                            a->scores_head[(size_t)(k * g + h) * n_ctx + pos + j] += sr[j] * inv;
                     }
                 }
-                if (pass == 0) {
-                    rc = tile_values(t, &vs, t0, n);
-                    if (rc)
-                        return rc;
+                if (pass == 1)
+                    continue;
+                for (unsigned i = 0; i < np && t->pc[i].off < lim; i++) {
+                    unsigned n = lim - t->pc[i].off < t->pc[i].n ? lim - t->pc[i].off : t->pc[i].n;
+                    span_seg(a, t->pc[i].span, k, KV_KIND_V, &vs);
+                    ops->axpy(&vs, t->pc[i].t0, n, srow + t->pc[i].off, ATTN_CHUNK, g,
+                              t->acc + (size_t)qi * g * d, t->work);
                 }
-                pos += n;
             }
         }
     }
-    return 0;
 }
 
 int kv_attn_prefill(const struct kv_attn_args *a)
@@ -479,28 +438,30 @@ int kv_attn_prefill(const struct kv_attn_args *a)
         memset(a->out, 0, (size_t)a->n_q * a->n_q_heads * d * sizeof(float));
         return 0;
     }
-    unsigned qt = g >= PREFILL_ROWS ? 1 : PREFILL_ROWS / g; /* queries per tile */
+    unsigned qt = 256 / g < PREFILL_Q ? (256 / g ? 256 / g : 1) : PREFILL_Q; /* bounded scratch */
     unsigned maxrows = qt * g;
-    size_t nf = 2 * (size_t)maxrows * d + (size_t)maxrows * ATTN_CHUNK +
-                2 * (size_t)ATTN_CHUNK * d + 2 * (size_t)maxrows;
+    size_t nf = 2 * (size_t)maxrows * d + (size_t)maxrows * ATTN_CHUNK + (size_t)ATTN_CHUNK * d +
+                2 * (size_t)maxrows;
     float *buf = aligned_alloc(64, (nf * sizeof(float) + 63) / 64 * 64);
-    if (!buf)
+    struct piece *pc = malloc(ATTN_CHUNK * sizeof(*pc));
+    if (!buf || !pc) {
+        free(buf);
+        free(pc);
         return -ENOMEM;
-    struct prefill_tile t = {.g = g, .d = d};
+    }
+    struct prefill_tile t = {.g = g, .d = d, .pc = pc};
     t.q = buf;
     t.acc = t.q + (size_t)maxrows * d;
     t.s = t.acc + (size_t)maxrows * d;
-    t.kt = t.s + (size_t)maxrows * ATTN_CHUNK;
-    t.rows_ = t.kt + (size_t)ATTN_CHUNK * d;
-    t.m = t.rows_ + (size_t)ATTN_CHUNK * d;
+    t.work = t.s + (size_t)maxrows * ATTN_CHUNK;
+    t.m = t.work + (size_t)ATTN_CHUNK * d;
     t.l = t.m + maxrows;
 
-    for (unsigned k = 0; k < nkv && rc == 0; k++) {
+    for (unsigned k = 0; k < nkv; k++) {
         for (unsigned qi0 = 0; qi0 < a->n_q; qi0 += qt) {
-            unsigned nq = a->n_q - qi0 < qt ? a->n_q - qi0 : qt;
-            t.rows = nq * g;
+            t.nq = a->n_q - qi0 < qt ? a->n_q - qi0 : qt;
             t.qpos0 = n_ctx - a->n_q + qi0;
-            for (unsigned r = 0; r < t.rows; r++) {
+            for (unsigned r = 0; r < t.nq * g; r++) {
                 const float *src =
                     a->q + ((size_t)(qi0 + r / g) * a->n_q_heads + k * g + r % g) * d;
                 for (unsigned c = 0; c < d; c++)
@@ -508,11 +469,9 @@ int kv_attn_prefill(const struct kv_attn_args *a)
                 t.m[r] = -INFINITY;
                 t.l[r] = 0.0f;
             }
-            memset(t.acc, 0, (size_t)t.rows * d * sizeof(float));
-            rc = prefill_tile_run(a, ops, &t, k, n_ctx);
-            if (rc)
-                break;
-            for (unsigned r = 0; r < t.rows; r++) {
+            memset(t.acc, 0, (size_t)t.nq * g * d * sizeof(float));
+            prefill_tile_run(a, ops, &t, k, n_ctx);
+            for (unsigned r = 0; r < t.nq * g; r++) {
                 float *o = a->out + ((size_t)(qi0 + r / g) * a->n_q_heads + k * g + r % g) * d;
                 float inv = 1.0f / t.l[r];
                 for (unsigned c = 0; c < d; c++)
@@ -520,6 +479,7 @@ int kv_attn_prefill(const struct kv_attn_args *a)
             }
         }
     }
+    free(pc);
     free(buf);
-    return rc;
+    return 0;
 }

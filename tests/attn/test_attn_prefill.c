@@ -165,3 +165,17 @@ Test(attn_prefill, one_query_matches_decode)
     }
     th_free(&c);
 }
+
+/* More queries than one tile holds (64 queries at 3:1, 32 at 8:1): tiles of queries, each with
+ * its own causal limits, over short pages and a tail. */
+Test(attn_prefill, several_query_tiles)
+{
+    struct th_cfg c = base(KV_FMT_FP8_E4M3, KV_FMT_KIVI4, 70);
+    c.g = 8;
+    c.nkv = 1;
+    c.n_tail = 50;
+    check_prefill(&c);
+    c = base(KV_FMT_INT8, KV_FMT_F16, 90);
+    c.n_tail = 60;
+    check_prefill(&c);
+}

@@ -13,7 +13,8 @@
  * Pages sit at their real stride (all layers), so one layer's slices are scattered as in the arena.
  *
  *   kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] [--reps R] [--ctx N]...
- *                [--fmt NAME (with F16)] [--tier scalar|avx2]
+ *                [--fmt NAME (with F16)] [--prefill NQ] [--tier scalar|avx2]
+ * --prefill NQ also times one causal prefill of NQ queries against NQ decode calls.
  */
 #include <errno.h>
 #include <immintrin.h>
@@ -30,7 +31,7 @@
 static volatile int g_sink; /* keeps the streaming read's loads alive */
 
 struct opts {
-    unsigned page_tokens, batch_ms, reps, n_ctx, ctx[8], layers;
+    unsigned page_tokens, batch_ms, reps, n_ctx, ctx[8], layers, prefill;
     int only_fmt; /* 0: every format */
 };
 
@@ -197,6 +198,56 @@ static double time_decode(const struct opts *o, struct ctxpages *c, unsigned nqh
     return median(t, o->reps < 16 ? o->reps : 16);
 }
 
+/*
+ * Causal prefill of the last nq positions of the context in one kv_attn_prefill call, against nq
+ * kv_attn_decode calls over the growing prefixes (what an unblocked prefill would do). Prints
+ * both times (3:1, 9 query heads).
+ */
+static void time_prefill(struct ctxpages *c, unsigned n_ctx, unsigned nq)
+{
+    float *q = malloc((size_t)nq * 9 * 64 * sizeof(float));
+    float *out = malloc((size_t)nq * 9 * 64 * sizeof(float));
+    struct kv_attn_block *bt = malloc(c->nblk * sizeof(*bt));
+    if (!q || !out || !bt)
+        goto out_free;
+    for (size_t i = 0; i < (size_t)nq * 9 * 64; i++)
+        q[i] = (float)sin(i * 0.37) * 2.0f;
+    struct kv_attn_args a = {.layout = &c->l,
+                             .layer = c->layer,
+                             .n_q_heads = 9,
+                             .n_q = nq,
+                             .q = q,
+                             .out = out,
+                             .blocks = c->bt,
+                             .n_blocks = c->nblk};
+    double t0 = now_s();
+    if (kv_attn_prefill(&a) != 0)
+        goto out_free;
+    double tp = now_s() - t0;
+    t0 = now_s();
+    unsigned T = c->l.page_tokens;
+    for (unsigned i = 0; i < nq; i++) { /* query i sees the first n_ctx - nq + i + 1 tokens */
+        unsigned len = n_ctx - nq + i + 1, nb = (len + T - 1) / T;
+        memcpy(bt, c->bt, nb * sizeof(*bt));
+        bt[nb - 1].n_tokens = len - (nb - 1) * T;
+        struct kv_attn_args d = a;
+        d.n_q = 1;
+        d.q = q + (size_t)i * 9 * 64;
+        d.out = out + (size_t)i * 9 * 64;
+        d.blocks = bt;
+        d.n_blocks = nb;
+        kv_attn_decode(&d);
+    }
+    double td = now_s() - t0;
+    printf("prefill %u queries at ctx %u (%s, 3:1): one kv_attn_prefill %.1f ms, %u decode calls "
+           "%.1f ms (%.2fx)\n",
+           nq, n_ctx, kv_fmt_name(c->l.k_fmt), tp * 1e3, nq, td * 1e3, td / tp);
+out_free:
+    free(q);
+    free(out);
+    free(bt);
+}
+
 int main(int argc, char **argv)
 {
     struct opts o = {.page_tokens = 16, .batch_ms = 40, .reps = 5, .layers = 30};
@@ -205,6 +256,8 @@ int main(int argc, char **argv)
             o.page_tokens = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch-ms") && i + 1 < argc)
             o.batch_ms = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--prefill") && i + 1 < argc)
+            o.prefill = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--fmt") && i + 1 < argc)
             o.only_fmt = kv_fmt_parse(argv[++i]);
         else if (!strcmp(argv[i], "--layers") && i + 1 < argc)
@@ -221,8 +274,9 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else {
-            fprintf(stderr, "usage: kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] "
-                            "[--reps R] [--ctx N]... [--fmt NAME] [--tier scalar|avx2]\n");
+            fprintf(stderr,
+                    "usage: kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] "
+                    "[--reps R] [--ctx N]... [--fmt NAME] [--prefill NQ] [--tier scalar|avx2]\n");
             return 2;
         }
     }
@@ -274,6 +328,8 @@ int main(int argc, char **argv)
                        o.ctx[ci], ri == 0 ? "3:1" : "1:1", t * 1e6, o.ctx[ci] / t * 1e-6,
                        c.bytes / t * 1e-9, f16_t[ri] / t, c.bytes / t * 1e-9 / sr0);
             }
+            if (o.prefill && o.prefill <= o.ctx[ci])
+                time_prefill(&c, o.ctx[ci], o.prefill);
             if (fmts[fi] == KV_FMT_FP8_E4M3 || fmts[fi] == KV_FMT_F16) {
                 double t = time_decode(&o, &c, 9, 1);
                 printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8s %7s  (+ H2O scores)\n",
