@@ -7,6 +7,7 @@
  *   kvrun generate [--model F] [--format FMT] --text T [-n N] greedy continuation
  *   kvrun ppl      [--model F] [--format FMT] --file F [--chunks N] [--md]
  *   kvrun speed    [--model F] --file F [--ctx N]           decode speed of every format
+ *   kvrun dump     [--model F] --file F --out D [--ctx N]   f32 K/V dump for tools/kvquality
  *
  * ppl follows llama.cpp's perplexity tool: the text is tokenized once (with BOS), cut into
  * chunks of --ctx (512) tokens, the first token of each chunk is replaced by BOS, and the second
@@ -250,6 +251,54 @@ out_ids:
     return rc;
 }
 
+/* KV dump for tools/kvquality ("KVDUMP01", see its header): f32 K (after RoPE) and V of the first
+ * --ctx tokens of the text. One page of KV_MAX_PAGE_TOKENS keeps every token in the f32 tail. */
+static int cmd_dump(struct model *m, const struct opts *o, const char *text, size_t len)
+{
+    struct kvcache c;
+    int32_t *ids;
+    size_t n;
+    FILE *f;
+    int rc;
+
+    if (!o->out)
+        return -EINVAL;
+    struct kv_layout lay = model_kv_layout(m, KV_FMT_F16, KV_MAX_PAGE_TOKENS, 0);
+    if ((rc = tok_encode(&m->tok, text, len, 1, &ids, &n)))
+        return rc;
+    uint32_t hdr[4] = {m->cfg.n_layers, m->cfg.n_kv_heads, m->cfg.head_dim, 0};
+    hdr[3] = (uint32_t)(n < o->ctx ? n : o->ctx);
+    if (hdr[3] >= KV_MAX_PAGE_TOKENS)
+        hdr[3] = KV_MAX_PAGE_TOKENS - 1;
+    if ((rc = kvcache_init(&c, &lay, hdr[3])))
+        goto out_ids;
+    if ((rc = model_forward(m, &c, ids, hdr[3], NULL, 0)))
+        goto out_cache;
+    size_t per_layer = (size_t)hdr[3] * hdr[1] * hdr[2],
+           tail = (size_t)lay.page_tokens * hdr[1] * hdr[2];
+    rc = -EIO;
+    f = fopen(o->out, "wb");
+    if (!f)
+        goto out_cache;
+    if (fwrite("KVDUMP01", 1, 8, f) == 8 && fwrite(hdr, 4, 4, f) == 4) {
+        rc = 0;
+        for (int kind = 0; kind < 2 && !rc; kind++)
+            for (uint32_t l = 0; l < hdr[0] && !rc; l++)
+                if (fwrite((kind ? c.tail_v : c.tail_k) + l * tail, 4, per_layer, f) != per_layer)
+                    rc = -EIO;
+    }
+    if (fclose(f) && !rc)
+        rc = -EIO;
+    if (!rc)
+        fprintf(stderr, "kvrun: wrote %u layers x %u tokens x %u heads x %u of K and V to %s\n",
+                hdr[0], hdr[3], hdr[1], hdr[2], o->out);
+out_cache:
+    kvcache_free(&c);
+out_ids:
+    free(ids);
+    return rc;
+}
+
 static double cpu_s(void)
 {
     struct timespec ts;
@@ -315,11 +364,12 @@ out_lg:
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: kvrun tokenize|logits|generate|ppl|speed [--model F] [--format FMT] "
-                    "[--text T | --file F]\n"
-                    "             [--out F] [-n N] [--chunks N] [--ctx N] [--page-tokens N] "
-                    "[--group G] [--md]\n"
-                    "formats: f16 bf16 fp8_e4m3 fp8_e5m2 int8 int4 kivi4 kivi2 (default f16)\n");
+    fprintf(stderr,
+            "usage: kvrun tokenize|logits|generate|ppl|speed|dump [--model F] [--format FMT] "
+            "[--text T | --file F]\n"
+            "             [--out F] [-n N] [--chunks N] [--ctx N] [--page-tokens N] "
+            "[--group G] [--md]\n"
+            "formats: f16 bf16 fp8_e4m3 fp8_e5m2 int8 int4 kivi4 kivi2 (default f16)\n");
 }
 
 int main(int argc, char **argv)
@@ -420,6 +470,8 @@ int main(int argc, char **argv)
         rc = cmd_logits(&m, &o, text, len, &lay);
     } else if (strcmp(cmd, "generate") == 0) {
         rc = cmd_generate(&m, &o, text, len, &lay);
+    } else if (strcmp(cmd, "dump") == 0) {
+        rc = cmd_dump(&m, &o, text, len);
     } else if (strcmp(cmd, "speed") == 0) {
         rc = cmd_speed(&m, &o, text, len);
     } else if (strcmp(cmd, "ppl") == 0) {

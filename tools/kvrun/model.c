@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <glob.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +23,15 @@
 #define KVRUN_SRC_DIR "."
 #endif
 
-static int load_err(char *err, size_t errlen, const char *fmt, const char *a, unsigned long long b,
-                    unsigned long long c)
+__attribute__((format(printf, 3, 4))) static int load_err(char *err, size_t errlen, const char *fmt,
+                                                          ...)
 {
-    if (err)
-        snprintf(err, errlen, fmt, a, b, c);
+    va_list ap;
+    if (err && errlen) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
     return -EINVAL;
 }
 
@@ -37,14 +42,16 @@ static int load_tensor(struct model *m, const char *name, uint64_t ne0, uint64_t
     const struct gguf_tensor *t = gguf_find_tensor(&m->g, name);
 
     if (!t)
-        return load_err(err, errlen, "model: tensor %s missing%.0llu%.0llu", name, 0, 0);
+        return load_err(err, errlen, "model: tensor %s missing", name);
     if (t->ne[0] != ne0 || t->n_elements != ne0 * ne1)
-        return load_err(err, errlen, "model: tensor %s has shape [%llu, ...], [%llu, ...] expected",
-                        name, (unsigned long long)t->ne[0], (unsigned long long)ne0);
+        return load_err(err, errlen,
+                        "model: tensor %s holds %llu elements in rows of %llu; %llu rows of %llu "
+                        "expected",
+                        name, (unsigned long long)t->n_elements, (unsigned long long)t->ne[0],
+                        (unsigned long long)ne1, (unsigned long long)ne0);
     if (t->type != GGUF_TT_F32 && t->type != GGUF_TT_F16 && t->type != GGUF_TT_Q4_0 &&
         t->type != GGUF_TT_Q4_1 && t->type != GGUF_TT_Q8_0)
-        return load_err(err, errlen, "model: tensor %s has unsupported type %llu%.0llu", name,
-                        t->type, 0);
+        return load_err(err, errlen, "model: tensor %s has unsupported type %u", name, t->type);
     *out = malloc(ne0 * ne1 * sizeof(float));
     if (!*out)
         return -ENOMEM;
@@ -58,8 +65,7 @@ static int get_u32(const struct model *m, const char *arch, const char *key, uin
     char full[128];
     snprintf(full, sizeof(full), "%s.%s", arch, key);
     if (gguf_get_u32(&m->g, full, v))
-        return load_err(err, errlen, "model: metadata %s missing or not an integer%.0llu%.0llu",
-                        full, 0, 0);
+        return load_err(err, errlen, "model: metadata %s missing or not an integer", full);
     return 0;
 }
 
@@ -103,8 +109,7 @@ int model_load(struct model *m, const char *path, char *err, size_t errlen)
     rc = -EINVAL;
     if (gguf_get_str(&m->g, "general.architecture", &arch_s) || arch_s.len != 5 ||
         memcmp(arch_s.p, "llama", 5)) {
-        load_err(err, errlen, "model: %s: general.architecture is not \"llama\"%.0llu%.0llu", path,
-                 0, 0);
+        load_err(err, errlen, "model: %s: general.architecture is not \"llama\"", path);
         goto err_free;
     }
     snprintf(arch, sizeof(arch), "llama");
@@ -126,8 +131,9 @@ int model_load(struct model *m, const char *path, char *err, size_t errlen)
         c->n_kv_heads == 0 || c->n_heads % c->n_kv_heads || c->dim % c->n_heads ||
         (c->dim / c->n_heads) % 32 || c->ffn % 32 || c->n_kv_heads > KV_MAX_KV_HEADS ||
         c->dim / c->n_heads > KV_MAX_HEAD_DIM || !(c->eps > 0) || !(c->rope_base > 0)) {
-        load_err(err, errlen, "model: %s: unsupported dimensions (layers %llu, dim %llu, ...)",
-                 path, c->n_layers, c->dim);
+        load_err(err, errlen,
+                 "model: %s: unsupported dimensions (layers %u, dim %u, heads %u/%u, ffn %u)", path,
+                 c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->ffn);
         goto err_free;
     }
     c->head_dim = c->dim / c->n_heads;

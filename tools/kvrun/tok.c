@@ -207,7 +207,7 @@ int tok_init(struct tok *t, const struct gguf *g, char *err, size_t errlen)
     t->special = calloc(t->n_vocab, 1);
     t->special_ids = calloc(t->n_vocab, sizeof(*t->special_ids));
     t->vhash = table_build(t->vocab, t->n_vocab, &t->vmask);
-    t->mhash = table_build(t->merges, t->n_merges ? t->n_merges : 0, &t->mmask);
+    t->mhash = table_build(t->merges, t->n_merges, &t->mmask);
     if (!t->special || !t->special_ids || !t->vhash || !t->mhash)
         goto err_free;
     for (uint32_t i = 0; types && i < t->n_vocab; i++) {
