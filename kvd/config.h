@@ -50,6 +50,8 @@
     X("spill_queue_depth", UINT, spill_queue_depth, "32", "spill reads and writes in flight")     \
     X("spill_sync", BOOL, spill_sync, "false",                                                     \
       "use pread/pwrite instead of io_uring (chosen automatically when io_uring is refused)")     \
+    X("spill_on_stop", BOOL, spill_on_stop, "true",                                              \
+      "on a clean stop, write resident pages to the spill store so the next start is warm")       \
     X("fault_injection", BOOL, fault_injection, "false",                                           \
       "allow tests to inject allocation failures through the admin protocol (never in production)")
 
@@ -75,6 +77,7 @@ struct kv_config {
     uint64_t spill_page_max;
     uint64_t spill_queue_depth;
     uint64_t spill_sync;
+    uint64_t spill_on_stop;
     uint64_t fault_injection;
 };
 

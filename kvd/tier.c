@@ -388,10 +388,52 @@ void kvd_tier_stats(struct kvd *d)
     d->st.spill_checksum_failures = st.corrupt + st.scan_corrupt;
 }
 
+/* Graceful stop: write every committed page that has no copy on disk yet, so the next kvd
+ * starts warm. Waits for the queue when it is full; a page the store has no room for is skipped. */
+static void tier_flush(struct kvd *d)
+{
+    struct kv_pool *p = &d->pool;
+    uint64_t written = 0, skipped = 0;
+
+    for (uint32_t ci = 0; ci < p->nchunks; ci++) {
+        struct kv_chunk *ch = &p->chunks[ci];
+        for (uint32_t s = 0; ch->ns && s < ch->npages; s++) {
+            struct kv_page *pg = &ch->pages[s];
+            if (pg->state != KV_PAGE_COMMITTED || pg->spill_slot1)
+                continue;
+            struct kv_spill_meta m = {.layout = ch->ns->layout, .ntok = pg->ntok};
+            snprintf(m.ns, sizeof(m.ns), "%s", ch->ns->name);
+            memcpy(m.hash, pg->in.hash, sizeof(m.hash));
+            memcpy(m.parent, pg->parent_hash, sizeof(m.parent));
+            int slot = kv_spill_write(d->spill, &m, page_ptr(d, pg), NULL);
+            if (slot == -EBUSY) {
+                kv_spill_drain(d->spill, tier_done, d);
+                slot = kv_spill_write(d->spill, &m, page_ptr(d, pg), NULL);
+            }
+            if (slot < 0) {
+                skipped++;
+                if (slot == -ENOSPC)
+                    goto out; /* the store is full */
+                continue;
+            }
+            pg->spill_slot1 = (uint32_t)slot + 1;
+            written++;
+        }
+    }
+out:
+    kv_spill_drain(d->spill, tier_done, d);
+    if (written || skipped)
+        kv_notice("spill: wrote %llu resident pages for the next start (%llu did not fit)",
+                  (unsigned long long)written, (unsigned long long)skipped);
+}
+
 void kvd_tier_close(struct kvd *d)
 {
     if (!d->spill)
         return;
+    kvd_tier_service(d);
+    if (d->cfg.spill_on_stop)
+        tier_flush(d);
     kvd_tier_service(d);
     kv_spill_drain(d->spill, tier_done, d);
     kv_spill_close(d->spill);

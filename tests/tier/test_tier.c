@@ -241,3 +241,38 @@ Test(tier, full_store_drops_victims_and_keeps_serving, .fini = teardown, .timeou
     cr_assert_eq(read_chain(c, b, 450), 450, "and kvd keeps serving");
     kvc_close(c);
 }
+
+Test(tier, clean_stop_writes_resident_pages_for_a_warm_start, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    struct kvc *c = open_client();
+    struct kvc_hash a[100];
+    write_chain(c, 14, 100, a); /* fits in memory: nothing evicted, nothing spilled */
+    struct kvc_stats s = stats(c);
+    cr_assert_eq(s.spill_writes, 0);
+    kvc_close(c);
+    cr_assert_eq(kvt_kvd_stop(&kvd), 0); /* SIGTERM: resident pages go to the store */
+    cr_assert_eq(kvt_kvd_restart(&kvd), 0);
+    c = open_client();
+    cr_assert_eq(read_chain(c, a, 100), 100, "the next kvd starts warm");
+    s = stats(c);
+    cr_assert_eq(s.spill_restores, 100);
+    kvc_close(c);
+}
+
+Test(tier, no_flush_when_spill_on_stop_is_off, .fini = teardown, .timeout = 60)
+{
+    static const char *const off[] = {"--arena-size", "4M", "--chunk-size", "4M", "--set",
+                                      "spill_size=64M", "--set", "spill_page_max=64K", "--set",
+                                      "spill_on_stop=false", NULL};
+    cr_assert_eq(kvt_kvd_start(&kvd, off), 0);
+    struct kvc *c = open_client();
+    struct kvc_hash a[50];
+    write_chain(c, 15, 50, a);
+    kvc_close(c);
+    cr_assert_eq(kvt_kvd_stop(&kvd), 0);
+    cr_assert_eq(kvt_kvd_restart(&kvd), 0);
+    c = open_client();
+    cr_assert_eq(read_chain(c, a, 50), 0, "nothing was kept");
+    kvc_close(c);
+}
