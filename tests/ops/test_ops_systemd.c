@@ -212,6 +212,14 @@ Test(ops_systemd, example_config_documents_every_key, .timeout = 30)
     size_t n = fread(text, 1, sizeof(text) - 1, f);
     fclose(f);
     text[n] = '\0';
+    static char man[65536];
+    snprintf(conf, sizeof(conf), "%s/docs/man/kvd.conf.5", getenv("KVD_SRC_DIR"));
+    f = fopen(conf, "r");
+    cr_assert_not_null(f);
+    n = fread(man, 1, sizeof(man) - 1, f);
+    fclose(f);
+    man[n] = '\0';
+    snprintf(conf, sizeof(conf), "%s/systemd/kvd.conf", getenv("KVD_SRC_DIR"));
     const char *argv[] = {getenv("KVT_KVD"), "--print-config", NULL};
     cr_assert_eq(ops_run(argv, NULL, (uid_t)-1, 10000, &o), 0);
     cr_assert_eq(o.status, 0);
@@ -227,6 +235,8 @@ Test(ops_systemd, example_config_documents_every_key, .timeout = 30)
         cr_expect_not_null(at, "kvd.conf does not set '%s'", key);
         /* the key's documentation: a comment line right above it */
         cr_expect(at && at > text + 2 && at[-1] != '\n', "no comment above '%s'", key);
+        snprintf(pat, sizeof(pat), "\n.B %s\n", key);
+        cr_expect_not_null(strstr(man, pat), "kvd.conf(5) does not document '%s'", key);
     }
     cr_expect_geq(keys, 10);
     ops_out_free(&o);
