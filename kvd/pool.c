@@ -453,6 +453,26 @@ void kv_pool_unref(struct kv_pool *p, struct kv_page *pg)
     }
 }
 
+/* Move every committed child of `from` to `to` (same namespace). O(pages of the namespace): only
+ * an exact commit replacing a demoted page takes it. Returns the number moved. */
+static uint32_t adopt_children(struct kv_pool *p, struct kv_page *from, struct kv_page *to)
+{
+    uint32_t n = 0;
+    for (uint32_t ci = 0; ci < p->nchunks && from->n_children; ci++) {
+        struct kv_chunk *ch = &p->chunks[ci];
+        if (ch->ns != from->chunk->ns)
+            continue;
+        for (uint32_t s = 0; s < ch->npages; s++) {
+            if (ch->pages[s].state == KV_PAGE_COMMITTED && ch->pages[s].parent == from) {
+                ch->pages[s].parent = to;
+                from->n_children--;
+                n++;
+            }
+        }
+    }
+    return n;
+}
+
 int kv_pool_commit(struct kv_pool *p, struct kv_page *pg, const uint8_t *hash,
                    const uint8_t *parent, uint16_t ntok, struct kv_page **winner)
 {
@@ -466,6 +486,21 @@ int kv_pool_commit(struct kv_pool *p, struct kv_page *pg, const uint8_t *hash,
         return -EINVAL;
     in = kv_pool_find(p, ns->id, hash);
     other = kv_pool_page_of(in);
+    uint32_t adopted = 0;
+    if (other && other != pg && other->state == KV_PAGE_COMMITTED &&
+        (other->flags & KVP_PAGE_DEMOTED) && other->refs == 0) {
+        /* an exact commit replaces a copy that came back lossy from the spill tier: its children
+         * move to the new page, the demoted page and its disk slot go */
+        adopted = adopt_children(p, other, pg);
+        if (other->pol.linked)
+            p->pol_ops->remove(ns->pol, &other->pol);
+        other->state = KV_PAGE_EVICTING;
+        if (other->spill_slot1 && p->drop_hook)
+            p->drop_hook(p->hook_arg, other);
+        page_free(p, other);
+        in = NULL;
+        other = NULL;
+    }
     if (other && other != pg && other->state == KV_PAGE_COMMITTED) {
         /* dedup: keep the committed copy, free ours */
         kv_pool_ref(p, other);
@@ -497,6 +532,7 @@ int kv_pool_commit(struct kv_pool *p, struct kv_page *pg, const uint8_t *hash,
     pg->state = KV_PAGE_COMMITTED;
     pg->ntok = ntok;
     pg->writer = 0;
+    pg->n_children = adopted;
     ns->nwriting--;
     ns->ncommitted++;
     *winner = pg;

@@ -156,7 +156,9 @@ int kv_pool_set_pending(struct kv_pool *p, struct kv_page *pg, const uint8_t *ha
 
 /* Commit a WRITING page. If (ns, hash) is already COMMITTED by another page, *winner gets that
  * page with a new reference and pg is freed (its write lease consumed); else pg becomes COMMITTED,
- * its write lease becomes a read lease, and *winner = pg. -EINVAL for ntok == 0 or > page_tokens. */
+ * its write lease becomes a read lease, and *winner = pg. Exception: a committed page that came
+ * back demoted (lossy) from the spill tier and is not pinned is replaced by pg (its children move
+ * to pg, its disk slot is dropped). -EINVAL for ntok == 0 or > page_tokens. */
 int kv_pool_commit(struct kv_pool *p, struct kv_page *pg, const uint8_t *hash,
                    const uint8_t *parent, uint16_t ntok, struct kv_page **winner);
 

@@ -38,6 +38,7 @@ struct kv_spilled {
     uint8_t state;
     uint8_t orphan;          /* left the index while its I/O was in flight */
     struct kv_page *pg;      /* RESTORING: the page being filled */
+    uint64_t seq;            /* the store's write sequence of the slot (newer is larger) */
 };
 
 static struct kv_spilled *rec_of(struct kv_inode *in)
@@ -274,6 +275,10 @@ int kvd_tier_evict_under(struct kvd *d, uint32_t ns_id, const uint8_t *top)
 
 /* ---- life cycle -------------------------------------------------------------------------- */
 
+/* Slots found to hold an older copy of a hash during the scan, erased once it is over. */
+static uint32_t *stale;
+static size_t nstale, capstale;
+
 static int tier_scan_cb(void *arg, uint32_t slot, const struct kv_spill_meta *m)
 {
     struct kvd *d = arg;
@@ -286,18 +291,36 @@ static int tier_scan_cb(void *arg, uint32_t slot, const struct kv_spill_meta *m)
         return rc;
     if (rc) /* a namespace now declared with another layout, or a page that no longer fits */
         return 1;
+    struct kv_inode *old = kv_pool_find(&d->pool, ns->id, m->hash);
+    if (old) { /* the same hash twice (a crash between two writes): keep the newer copy */
+        struct kv_spilled *o = rec_of(old);
+        if (o->seq > m->seq)
+            return 1;
+        if (nstale == capstale) {
+            size_t cap = capstale ? capstale * 2 : 64;
+            uint32_t *v = kv_realloc(stale, cap * sizeof(*v));
+            if (!v)
+                return -ENOMEM;
+            stale = v;
+            capstale = cap;
+        }
+        stale[nstale++] = o->slot;
+        o->slot = slot;
+        o->seq = m->seq;
+        memcpy(o->parent, m->parent, sizeof(o->parent));
+        o->ntok = m->ntok;
+        return 0;
+    }
     struct kv_spilled *r = kv_calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
     memcpy(r->parent, m->parent, sizeof(r->parent));
     r->slot = slot;
+    r->seq = m->seq;
     r->ns_id = ns->id;
     r->ntok = m->ntok;
     r->state = SP_VALID;
-    if (kv_pool_index(&d->pool, &r->in, ns->id, m->hash, KV_INODE_SPILLED) != 0) {
-        kv_free(r); /* the same hash twice: keep the first */
-        return 1;
-    }
+    kv_pool_index(&d->pool, &r->in, ns->id, m->hash, KV_INODE_SPILLED);
     return 0;
 }
 
@@ -349,6 +372,11 @@ int kvd_tier_open(struct kvd *d)
         kv_err("spill: re-indexing %s failed: %s", path, strerror(-rc));
         return rc;
     }
+    for (size_t i = 0; i < nstale; i++)
+        kv_spill_invalidate(d->spill, stale[i]);
+    kv_free(stale);
+    stale = NULL;
+    nstale = capstale = 0;
     struct kv_spill_stats st;
     kv_spill_stats(d->spill, &st);
     kv_notice("spill tier %s: %u slots of %u KiB, %d pages re-indexed, %llu damaged slots dropped",

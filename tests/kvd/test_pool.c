@@ -287,3 +287,42 @@ Test(pool, allocation_failures_leave_the_pool_consistent)
         cr_assert_lt(n, 100);
     }
 }
+
+/* A page that came back lossy from the spill tier is replaced by an exact commit of its hash when
+ * nobody holds it; while it is pinned, the commit dedups to it as usual. */
+Test(pool, exact_commit_replaces_a_demoted_page)
+{
+    struct kv_pool p;
+    struct kv_ns *a;
+    struct kv_page *chain[3], *x, *w;
+    uint8_t h1[16], h0[16];
+    kv_pool_init(&p, 1 << 20, 1 << 20, &pol_lru_ops);
+    kv_pool_ns_get(&p, "a", &L16, &a);
+    commit_chain(&p, a, 300, 3, chain); /* 300 <- 301 <- 302 */
+    for (int i = 0; i < 3; i++)
+        kv_pool_unref(&p, chain[i]);
+    chain[1]->flags |= KVP_PAGE_DEMOTED; /* as the tier marks a restored FP8 copy */
+    hash_of(h0, 300);
+    hash_of(h1, 301);
+
+    kv_pool_ref(&p, chain[1]); /* pinned: the commit dedups to the demoted page */
+    kv_pool_alloc(&p, a, 2, 1, &x);
+    cr_assert_eq(kv_pool_commit(&p, x, h1, h0, 16, &w), 0);
+    cr_assert_eq(w, chain[1]);
+    kv_pool_unref(&p, w);
+    kv_pool_unref(&p, chain[1]);
+    check_ok(&p);
+
+    kv_pool_alloc(&p, a, 2, 1, &x); /* unpinned now: the exact copy takes its place */
+    cr_assert_eq(kv_pool_commit(&p, x, h1, h0, 16, &w), 0);
+    cr_assert_eq(w, x);
+    cr_assert_eq(kv_pool_page_of(kv_pool_find(&p, a->id, h1)), x);
+    cr_assert_eq(chain[1]->state, KV_PAGE_FREE);
+    cr_assert_eq(chain[2]->parent, x, "the child moved to the exact page");
+    cr_assert_eq(x->n_children, 1);
+    cr_assert_eq(x->parent, chain[0]);
+    cr_assert(!(x->flags & KVP_PAGE_DEMOTED));
+    kv_pool_unref(&p, x);
+    check_ok(&p);
+    kv_pool_free(&p);
+}
