@@ -420,3 +420,22 @@ Test(ops_kvctl, spill_tier_listing_and_purge)
     kvc_close(c2);
     kvt_kvd_cleanup(&k2);
 }
+
+/* top on a terminal (a pty from script(1)): it clears and redraws until q arrives on stdin. */
+Test(ops_kvctl, top_on_a_terminal_quits_on_q)
+{
+    if (access("/usr/bin/script", X_OK) != 0)
+        cr_skip_test("script(1) is not installed");
+    char full[600];
+    snprintf(full, sizeof(full),
+             "{ sleep 1; printf q; } | /usr/bin/script -qec \"'%s' -r '%s' top -i 0.2\" /dev/null",
+             getenv("OPS_KVCTL"), kvd.run_dir);
+    const char *argv[] = {"/bin/sh", "-c", full, NULL};
+    struct ops_out o;
+    cr_assert_eq(ops_run(argv, NULL, (uid_t)-1, 20000, &o), 0, "top did not quit on q");
+    cr_expect_eq(o.status, 0, "%s", o.text);
+    cr_expect(strstr(o.text, "\033[H\033[2J") != NULL, "no screen clear: %s", o.text);
+    cr_expect(strstr(o.text, "(q quits)") != NULL, "%s", o.text);
+    cr_expect(strstr(o.text, "3 committed") != NULL, "%s", o.text);
+    ops_out_free(&o);
+}
