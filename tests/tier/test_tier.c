@@ -9,6 +9,7 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,5 +275,104 @@ Test(tier, no_flush_when_spill_on_stop_is_off, .fini = teardown, .timeout = 60)
     cr_assert_eq(kvt_kvd_restart(&kvd), 0);
     c = open_client();
     cr_assert_eq(read_chain(c, a, 50), 0, "nothing was kept");
+    kvc_close(c);
+}
+
+/* F16 pages go to disk as FP8 (a lossy demotion) and come back converted to F16, flagged DEMOTED
+ * and within FP8's error; an exact commit of the same hash then replaces the demoted copy. */
+#include "kv_quant.h"
+
+static void f16_page(const struct kvc_layout *l, const struct kvc_hash *h, void *page, float *k)
+{
+    size_t n = (size_t)l->n_layers * l->page_tokens * l->n_kv_heads * l->head_dim;
+    uint64_t seed;
+    memcpy(&seed, h->b, sizeof(seed));
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        k[i] = (float)((int64_t)(seed >> 40) - (1 << 23)) / (float)(1 << 23); /* [-1, 1) */
+    }
+    ptrdiff_t hd = l->head_dim, tok = (ptrdiff_t)l->n_kv_heads * hd;
+    struct kv_src s = {.base = k, .dtype = KV_DT_F32, .layer_stride = l->page_tokens * tok,
+                       .tok_stride = tok, .head_stride = hd};
+    cr_assert_eq(kv_quant_page((const struct kv_layout *)l, page, &s, &s, l->page_tokens), 0);
+}
+
+Test(tier, wide_pages_come_back_demoted_then_exact_commit_replaces, .fini = teardown,
+     .timeout = 60)
+{
+    cr_assert_eq(kvt_kvd_start(&kvd, args), 0);
+    struct kvc_opts o = KVC_OPTS_INIT;
+    struct kvc *c;
+    o.run_dir = kvd.run_dir;
+    o.ns = "tier-f16";
+    o.layout = kvt_layout();
+    o.layout.k_fmt = o.layout.v_fmt = KVC_FMT_F16;
+    cr_assert_eq(kvc_open(&o, &c), 0);
+    const struct kvc_layout *l = &o.layout;
+    size_t nel = (size_t)l->n_layers * l->page_tokens * l->n_kv_heads * l->head_dim;
+    float *orig = malloc(nel * sizeof(float)), *back = malloc(nel * sizeof(float));
+    struct kvc_info info;
+    kvc_get_info(c, &info);
+    /* 16 KiB pages: 256 fit. Chain A (NA pages), then chain B pushes A's tail to disk. */
+    enum { NA = 100, NB = 250 };
+    static struct kvc_hash chain[NA], other[NB];
+    static int32_t tok[NB * 16];
+    kvt_tokens(tok, NA * 16, 16);
+    kvc_hash_chain(kvc_get_hasher(c), tok, NA * 16, NULL, chain, NA);
+    kvt_tokens(tok, NB * 16, 17);
+    kvc_hash_chain(kvc_get_hasher(c), tok, NB * 16, NULL, other, NB);
+    for (int which = 0; which < 2; which++) {
+        struct kvc_hash *h = which ? other : chain;
+        for (uint32_t i = 0; i < (which ? NB : NA); i++) {
+            struct kvc_page pg, got;
+            cr_assert_eq(kvc_alloc(c, 1, &h[i], &pg), 0, "page %u", i);
+            f16_page(l, &h[i], kvc_page_ptr(c, &pg), orig);
+            struct kvc_commit e = {.page_id = pg.id, .ntok = 16, .hash = h[i]};
+            if (i)
+                e.parent = h[i - 1];
+            cr_assert_eq(kvc_commit(c, &e, 1, &got), 0);
+            cr_assert_eq(kvc_release_pages(c, &got, 1), 0);
+        }
+    }
+    static struct kvc_page pages[NA];
+    uint32_t hit, next;
+    cr_assert_eq(kvc_lookup(c, chain, NA, KVC_LOOKUP_PIN, 0, pages, &hit, &next), 0);
+    cr_assert_eq(hit, NA, "all of A comes back");
+    struct kvc_page first = pages[NA - 1]; /* A's leaf went to disk first */
+    cr_assert(first.flags & KVC_PAGE_DEMOTED, "flagged as demoted");
+    /* within FP8 E4M3's error: 3 mantissa bits round to within 2^-4 relative, and the per-token
+     * scale maps the token's largest magnitude (<= 1) to 448, so subnormal steps are at most
+     * 2^-9 / 448 of it */
+    void *scratch = malloc(info.page_bytes);
+    f16_page(l, &chain[NA - 1], scratch, orig);
+    free(scratch);
+    ptrdiff_t hd = l->head_dim, tk = (ptrdiff_t)l->n_kv_heads * hd;
+    struct kv_dst dk = {.base = back, .layer_stride = l->page_tokens * tk, .tok_stride = tk,
+                        .head_stride = hd};
+    cr_assert_eq(kv_dequant_page((const struct kv_layout *)l, kvc_page_ptr(c, &first), 0, 16, &dk,
+                                 NULL),
+                 0);
+    for (size_t i = 0; i < nel; i++)
+        cr_assert_leq(fabsf(back[i] - orig[i]), 0.0625f * fabsf(orig[i]) + 1e-5f,
+                      "element %zu: %g vs %g", i, back[i], orig[i]);
+    cr_assert_eq(kvc_release_pages(c, pages, NA), 0);
+
+    /* an exact commit of the same hash replaces the demoted copy */
+    struct kvc_page pg, got;
+    cr_assert_eq(kvc_alloc(c, 1, NULL, &pg), 0);
+    f16_page(l, &chain[NA - 1], kvc_page_ptr(c, &pg), orig);
+    struct kvc_commit e = {.page_id = pg.id, .ntok = 16, .hash = chain[NA - 1],
+                           .parent = chain[NA - 2]};
+    cr_assert_eq(kvc_commit(c, &e, 1, &got), 0);
+    cr_assert_eq(got.id, pg.id, "the exact page won");
+    cr_assert(!(got.flags & (KVC_PAGE_DEMOTED | KVC_PAGE_DEDUP)));
+    cr_assert_eq(kvc_release_pages(c, &got, 1), 0);
+    cr_assert_eq(kvc_lookup(c, chain, NA, 0, 0, pages, &hit, &next), 0);
+    cr_assert_eq(hit, NA);
+    first = pages[NA - 1];
+    cr_assert_eq(first.id, pg.id);
+    cr_assert(!(first.flags & KVC_PAGE_DEMOTED));
+    free(orig);
+    free(back);
     kvc_close(c);
 }
