@@ -347,14 +347,15 @@ int kv_attn_decode(const struct kv_attn_args *a)
     }
     free(pc);
     free(buf);
-    return 0;
+    return rc;
 }
 
 /* ---- prefill ------------------------------------------------------------------------------ */
 
-/* A tile: up to PREFILL_Q consecutive queries of one KV head. Each window of K/V bytes is read
- * from memory once per tile and stays in cache while the tile's queries run the tier's fused
- * kernels over it. Row r = query r / g, head r % g. */
+/* A tile: up to PREFILL_Q consecutive queries of one KV head. Each window of K/V is dequantized
+ * once per tile (kv_quant's dequantizer, into kt/vt, which stay in cache) and the tile's queries
+ * run the tier's f32 kernels over it: conversion is paid once per 64 queries, not per query.
+ * Row r = query r / g, head r % g. */
 struct prefill_tile {
     unsigned nq, g, d;
     size_t qpos0;     /* context position of the tile's first query */
@@ -362,17 +363,42 @@ struct prefill_tile {
     float *acc;       /* [nq * g][d] */
     float *s;         /* [nq * g][ATTN_CHUNK] logits, then probabilities */
     float *work;      /* [ATTN_CHUNK][d] tier scratch */
+    float *kt, *vt;   /* [ATTN_CHUNK][d] the window's keys and values in f32 */
     float *m, *l;     /* [nq * g] */
     struct piece *pc; /* [ATTN_CHUNK] pieces of the current window */
 };
 
+/* Dequantizes tokens [0, lim) of the window's pieces of KV head k into rows (f32). */
+static int window_deq(const struct kv_attn_args *a, const struct prefill_tile *t, unsigned np,
+                      unsigned k, unsigned kind, unsigned lim, float *rows)
+{
+    struct attn_seg sg;
+    for (unsigned i = 0; i < np && t->pc[i].off < lim; i++) {
+        unsigned n = lim - t->pc[i].off < t->pc[i].n ? lim - t->pc[i].off : t->pc[i].n;
+        span_seg(a, t->pc[i].span, k, kind, &sg);
+        int rc = attn_seg_deq(&sg, t->pc[i].t0, n, rows + (size_t)t->pc[i].off * t->d);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 /* Runs one tile of KV head k. Causality without masks: a query at position qp sees the first
- * qp - pos + 1 tokens of the window at pos, which are a prefix of the window's pieces. */
-static void prefill_tile_run(const struct kv_attn_args *a, const struct attn_ops *ops,
-                             struct prefill_tile *t, unsigned k, size_t n_ctx)
+ * qp - pos + 1 tokens of the window at pos. */
+static int prefill_tile_run(const struct kv_attn_args *a, const struct attn_ops *ops,
+                            struct prefill_tile *t, unsigned k, size_t n_ctx)
 {
     unsigned d = t->d, g = t->g;
     size_t last = t->qpos0 + t->nq - 1; /* last visible position of the tile */
+    struct attn_seg kf = {.data = (const uint8_t *)t->kt,
+                          .fmt = ATTN_TAIL_F32,
+                          .d = d,
+                          .stride = d,
+                          .l = a->layout,
+                          .kind = KV_KIND_K};
+    struct attn_seg vf = kf;
+    vf.data = (const uint8_t *)t->vt;
+    vf.kind = KV_KIND_V;
 
     for (int pass = 0; pass < 2; pass++) { /* pass 1: scores, only when requested */
         if (pass == 1 && !a->scores && !a->scores_head)
@@ -380,19 +406,19 @@ static void prefill_tile_run(const struct kv_attn_args *a, const struct attn_ops
         unsigned span = 0, t_in = 0, cn;
         for (size_t pos = 0; pos <= last && pos < n_ctx; pos += cn) {
             unsigned np = window_next(a, &span, &t_in, t->pc, &cn);
+            unsigned tlim = last - pos + 1 < cn ? (unsigned)(last - pos + 1) : cn;
+            int rc = window_deq(a, t, np, k, KV_KIND_K, tlim, t->kt);
+            if (!rc && pass == 0)
+                rc = window_deq(a, t, np, k, KV_KIND_V, tlim, t->vt);
+            if (rc)
+                return rc;
             for (unsigned qi = 0; qi < t->nq; qi++) {
                 size_t qp = t->qpos0 + qi;
                 if (qp < pos)
                     continue;
                 unsigned lim = qp - pos + 1 < cn ? (unsigned)(qp - pos + 1) : cn;
                 float *srow = t->s + (size_t)qi * g * ATTN_CHUNK;
-                struct attn_seg ks, vs;
-                for (unsigned i = 0; i < np && t->pc[i].off < lim; i++) {
-                    unsigned n = lim - t->pc[i].off < t->pc[i].n ? lim - t->pc[i].off : t->pc[i].n;
-                    span_seg(a, t->pc[i].span, k, KV_KIND_K, &ks);
-                    ops->dot(&ks, t->pc[i].t0, n, t->q + (size_t)qi * g * d, g, srow + t->pc[i].off,
-                             ATTN_CHUNK, t->work);
-                }
+                ops->dot(&kf, 0, lim, t->q + (size_t)qi * g * d, g, srow, ATTN_CHUNK, t->work);
                 for (unsigned h = 0; h < g; h++) {
                     unsigned r = qi * g + h;
                     float *sr = srow + h * ATTN_CHUNK;
@@ -409,17 +435,13 @@ static void prefill_tile_run(const struct kv_attn_args *a, const struct attn_ops
                             a->scores_head[(size_t)(k * g + h) * n_ctx + pos + j] += sr[j] * inv;
                     }
                 }
-                if (pass == 1)
-                    continue;
-                for (unsigned i = 0; i < np && t->pc[i].off < lim; i++) {
-                    unsigned n = lim - t->pc[i].off < t->pc[i].n ? lim - t->pc[i].off : t->pc[i].n;
-                    span_seg(a, t->pc[i].span, k, KV_KIND_V, &vs);
-                    ops->axpy(&vs, t->pc[i].t0, n, srow + t->pc[i].off, ATTN_CHUNK, g,
-                              t->acc + (size_t)qi * g * d, t->work);
-                }
+                if (pass == 0)
+                    ops->axpy(&vf, 0, lim, srow, ATTN_CHUNK, g, t->acc + (size_t)qi * g * d,
+                              t->work);
             }
         }
     }
+    return 0;
 }
 
 int kv_attn_prefill(const struct kv_attn_args *a)
@@ -440,8 +462,8 @@ int kv_attn_prefill(const struct kv_attn_args *a)
     }
     unsigned qt = 256 / g < PREFILL_Q ? (256 / g ? 256 / g : 1) : PREFILL_Q; /* bounded scratch */
     unsigned maxrows = qt * g;
-    size_t nf = 2 * (size_t)maxrows * d + (size_t)maxrows * ATTN_CHUNK + (size_t)ATTN_CHUNK * d +
-                2 * (size_t)maxrows;
+    size_t nf = 2 * (size_t)maxrows * d + (size_t)maxrows * ATTN_CHUNK +
+                3 * (size_t)ATTN_CHUNK * d + 2 * (size_t)maxrows;
     float *buf = aligned_alloc(64, (nf * sizeof(float) + 63) / 64 * 64);
     struct piece *pc = malloc(ATTN_CHUNK * sizeof(*pc));
     if (!buf || !pc) {
@@ -454,11 +476,13 @@ int kv_attn_prefill(const struct kv_attn_args *a)
     t.acc = t.q + (size_t)maxrows * d;
     t.s = t.acc + (size_t)maxrows * d;
     t.work = t.s + (size_t)maxrows * ATTN_CHUNK;
-    t.m = t.work + (size_t)ATTN_CHUNK * d;
+    t.kt = t.work + (size_t)ATTN_CHUNK * d;
+    t.vt = t.kt + (size_t)ATTN_CHUNK * d;
+    t.m = t.vt + (size_t)ATTN_CHUNK * d;
     t.l = t.m + maxrows;
 
-    for (unsigned k = 0; k < nkv; k++) {
-        for (unsigned qi0 = 0; qi0 < a->n_q; qi0 += qt) {
+    for (unsigned k = 0; k < nkv && rc == 0; k++) {
+        for (unsigned qi0 = 0; qi0 < a->n_q && rc == 0; qi0 += qt) {
             t.nq = a->n_q - qi0 < qt ? a->n_q - qi0 : qt;
             t.qpos0 = n_ctx - a->n_q + qi0;
             for (unsigned r = 0; r < t.nq * g; r++) {
@@ -470,7 +494,7 @@ int kv_attn_prefill(const struct kv_attn_args *a)
                 t.l[r] = 0.0f;
             }
             memset(t.acc, 0, (size_t)t.nq * g * d * sizeof(float));
-            prefill_tile_run(a, ops, &t, k, n_ctx);
+            rc = prefill_tile_run(a, ops, &t, k, n_ctx);
             for (unsigned r = 0; r < t.nq * g; r++) {
                 float *o = a->out + ((size_t)(qi0 + r / g) * a->n_q_heads + k * g + r % g) * d;
                 float inv = 1.0f / t.l[r];
@@ -481,5 +505,5 @@ int kv_attn_prefill(const struct kv_attn_args *a)
     }
     free(pc);
     free(buf);
-    return 0;
+    return rc;
 }
