@@ -91,5 +91,7 @@ int kvc_int_send(struct kvc *c, struct kvc_req *r, int sync);
 int kvc_int_wait(struct kvc *c, struct kvc_req *r, int timeout_ms);
 /* Monotonic milliseconds. */
 uint64_t kvc_int_now_ms(void);
+/* Process one reply frame as if it had arrived on the socket (the fuzz target's entry point). */
+void kvc_int_handle_frame(struct kvc *c, const void *buf, size_t len);
 
 #endif

@@ -393,6 +393,11 @@ static void frame_handle(struct kvc *c, const uint8_t *buf, size_t len)
     slot_finish(c, s, result);
 }
 
+void kvc_int_handle_frame(struct kvc *c, const void *buf, size_t len)
+{
+    frame_handle(c, buf, len);
+}
+
 /* Process every frame ready now. Returns how many, or a negative errno. */
 static int recv_ready(struct kvc *c)
 {
