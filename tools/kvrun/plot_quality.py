@@ -31,17 +31,23 @@ for i, t in enumerate(texts):
     xs = [k + i * width for k, f in enumerate(fmts) if f in d]
     a.bar(xs, [d[f][3] for f in fmts if f in d], width, label=t)
     b.scatter([d[f][4] for f in fmts if f in d], [d[f][3] for f in fmts if f in d], label=t)
-    for f in fmts:
-        if f in d:
-            b.annotate(f, (d[f][4], d[f][3]), textcoords="offset points", xytext=(4, 4),
-                       fontsize=8)
+    if i == len(texts) - 1:  # label each format once, staggered: several share a bit width
+        seen = {}
+        for f in fmts:
+            if f in d:
+                k = seen.setdefault(d[f][4], 0)
+                seen[d[f][4]] += 1
+                b.annotate(f, (d[f][4], d[f][3]), textcoords="offset points",
+                           xytext=(6, 10 - 11 * k), fontsize=8)
 a.set_xticks([k + width * (len(texts) - 1) / 2 for k in range(len(fmts))], fmts, rotation=30)
-a.set_ylabel("perplexity change vs F16 (%)")
+a.set_ylabel("perplexity change vs F16 (%), symlog")
+a.set_yscale("symlog", linthresh=1)
 a.set_title("SmolLM2-135M, KV cache storage format")
 a.axhline(0, color="black", linewidth=0.5)
 a.legend()
 b.set_xlabel("KV bits per element (scales included)")
-b.set_ylabel("perplexity change vs F16 (%)")
+b.set_ylabel("perplexity change vs F16 (%), symlog")
+b.set_yscale("symlog", linthresh=1)
 b.set_title("cost against size")
 b.axhline(0, color="black", linewidth=0.5)
 b.legend()
