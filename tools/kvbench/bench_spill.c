@@ -5,10 +5,11 @@
  * O_DIRECT pwrite/pread loop. Each figure is the median of --reps runs; read the ratios.
  *
  *   kvbench-spill [--dir DIR] [--mib 512] [--qd 4] [--reps 3]
+ *                 [--layers 32 --kv-heads 8 --head-dim 128 --page-tokens 16]
  *
- * Pages: 32 layers x 8 KV heads x head_dim 128 x 16 tokens in FP8 E4M3 (a Llama-3-8B page,
- * 1056 KiB); the spill path includes the header, the checksum of header and payload and the copy
- * into the staging buffer; the restore path the checksum verification and the copy out. Also
+ * Pages: by default 32 layers x 8 KV heads x head_dim 128 x 16 tokens in FP8 E4M3 (a Llama-3-8B
+ * page, 1056 KiB); the spill path includes the header, the checksum of header and payload and the
+ * copy into the staging buffer; the restore path the checksum verification and the copy out. Also
  * prints the time to restore one 4096-token prefix (256 such pages), for the restore-vs-recompute
  * comparison with the reference worker.
  */
@@ -243,6 +244,7 @@ static void row(const char *what, double w, double r, double fw, double fr)
 int main(int argc, char **argv)
 {
     struct bench b = {.dir = getenv("KVD_BIN_DIR"), .mib = 512, .qd = 4, .reps = 3};
+    unsigned layers = 32, heads = 8, dim = 128, ptok = 16;
     double sw[16], sr[16], yw[16], yr[16], lw[16], lr[16], fw[16], fr[16], sp[16], yp[16];
     double cfw[16], cfr[16], csw[16], csr[16], cyw[16], cyr[16];
     struct statfs sfs;
@@ -256,12 +258,21 @@ int main(int argc, char **argv)
             b.qd = (unsigned)atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps"))
             b.reps = (unsigned)atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--layers"))
+            layers = (unsigned)atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--kv-heads"))
+            heads = (unsigned)atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--head-dim"))
+            dim = (unsigned)atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--page-tokens"))
+            ptok = (unsigned)atoi(argv[i + 1]);
     }
     if (!b.dir)
         b.dir = ".";
     if (b.reps < 1 || b.reps > 15 || b.qd < 1 || b.qd > KV_SPILL_MAX_QD || b.mib < 16) {
         fprintf(stderr, "usage: kvbench-spill [--dir DIR] [--mib >=16] [--qd 1..256] "
-                        "[--reps 1..15]\n");
+                        "[--reps 1..15] [--layers 32 --kv-heads 8 --head-dim 128 "
+                        "--page-tokens 16]\n");
         return 2;
     }
     if (statfs(b.dir, &sfs) == 0 && sfs.f_type == 0x01021994) {
@@ -269,13 +280,17 @@ int main(int argc, char **argv)
                 b.dir);
         return 2;
     }
-    b.l = (struct kv_layout){.n_layers = 32,
-                             .n_kv_heads = 8,
-                             .head_dim = 128,
-                             .page_tokens = 16,
+    b.l = (struct kv_layout){.n_layers = (uint16_t)layers,
+                             .n_kv_heads = (uint16_t)heads,
+                             .head_dim = (uint16_t)dim,
+                             .page_tokens = (uint16_t)ptok,
                              .k_fmt = KV_FMT_FP8_E4M3,
                              .v_fmt = KV_FMT_FP8_E4M3};
     b.pb = kv_page_bytes(&b.l);
+    if (b.pb == 0) {
+        fprintf(stderr, "kvbench-spill: invalid page geometry\n");
+        return 2;
+    }
     b.slot_bytes =
         (uint32_t)(KV_SPILL_ALIGN + (b.pb + KV_SPILL_ALIGN - 1) / KV_SPILL_ALIGN * KV_SPILL_ALIGN);
     b.n = (uint32_t)(((uint64_t)b.mib << 20) / b.slot_bytes);
