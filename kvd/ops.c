@@ -4,6 +4,7 @@
  * debug log line; kvd keeps serving everyone else.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -130,6 +131,29 @@ static void op_attach(struct req *r, const char *user_id)
 
 /* ---- LOOKUP ---------------------------------------------------------------------------------- */
 
+/* Is index node `in` the block that follows `prev` in a chain? Its parent hash must be prev: so a
+ * "chain" of one hash repeated, or of unrelated hashes, stops at its second element. */
+static int follows(struct kv_inode *in, const uint8_t *prev)
+{
+    struct kv_page *pg = kv_pool_page_of(in);
+    const uint8_t *parent = pg ? pg->parent_hash : kvd_tier_parent(in);
+    return memcmp(parent, prev, KVP_HASH_BYTES) == 0;
+}
+
+/* The index node of chain element i if it continues the chain, else NULL. */
+static struct kv_inode *chain_node(struct kvd *d, struct kv_client *c, const struct kvp_msg *m,
+                                   uint32_t i)
+{
+    struct kv_inode *in = kv_pool_find(&d->pool, c->ns->id, m->elems + (size_t)i * 16);
+    if (in && i > 0 && !follows(in, m->elems + (size_t)(i - 1) * 16))
+        return NULL;
+    return in;
+}
+
+/* Pins one client may hold at once: keeps every lease count and page refcount far from wrapping. */
+#define KVD_MAX_LEASES (1u << 20)
+#define KVD_MAX_REFS   (1u << 30)
+
 /* Walk the chain. Returns the status; fills *n_hit, *next and the reply pages (pinned if asked). */
 static int do_lookup(struct kvd *d, struct kv_client *c, const struct kvp_msg *m, uint32_t *n_hit,
                      uint32_t *next)
@@ -140,20 +164,22 @@ static int do_lookup(struct kvd *d, struct kv_client *c, const struct kvp_msg *m
 
     *next = KVP_NEXT_END;
     for (uint32_t i = 0; i < n; i++) {
-        struct kv_inode *in = kv_pool_find(&d->pool, c->ns->id, m->elems + (size_t)i * 16);
-        struct kv_page *pg = kv_pool_page_of(in);
-        if (pg && pg->state == KV_PAGE_COMMITTED) {
+        struct kv_page *pg = kv_pool_page_of(chain_node(d, c, m, i));
+        if (pg && pg->state == KV_PAGE_COMMITTED && (!pin || pg->refs < KVD_MAX_REFS)) {
             hit++;
             continue;
         }
         *next = pg && pg->state == KV_PAGE_WRITING ? KVP_NEXT_PENDING : KVP_NEXT_MISS;
         break;
     }
-    if (pin && hit && kv_leases_reserve(&c->leases, hit) != 0)
-        return KVP_E_NOMEM;
+    if (pin && hit) {
+        if (c->leases.total + hit > KVD_MAX_LEASES)
+            return KVP_E_TOOBIG;
+        if (kv_leases_reserve(&c->leases, hit) != 0)
+            return KVP_E_NOMEM;
+    }
     for (uint32_t i = 0; i < hit; i++) {
-        struct kv_page *pg =
-            kv_pool_page_of(kv_pool_find(&d->pool, c->ns->id, m->elems + (size_t)i * 16));
+        struct kv_page *pg = kv_pool_page_of(chain_node(d, c, m, i));
         if (pin) {
             kv_pool_ref(&d->pool, pg);
             kv_leases_add(&c->leases, pg->id);
@@ -197,7 +223,7 @@ static int lookup_blocked(struct kvd *d, struct kv_client *c, const struct kvp_m
 {
     int started = 0, restoring = 0;
     for (uint32_t i = 0; i < m->hdr.count; i++) {
-        struct kv_inode *in = kv_pool_find(&d->pool, c->ns->id, m->elems + (size_t)i * 16);
+        struct kv_inode *in = chain_node(d, c, m, i);
         if (!in)
             break;
         if (in->kind == KV_INODE_SPILLED) {
@@ -247,6 +273,7 @@ static void op_lookup(struct req *r, const uint8_t *frame, size_t len)
             w->slot = (uint32_t)(r->c - d->clients);
             w->since_ms = now;
             w->deadline_ms = deadline;
+            w->next_check_ms = kv_waiter_next(w, now);
             d->nwaiters++;
             d->st.lookups++;
             d->st.lookup_pending += why == BLOCKED_PENDING; /* met a page being written */
@@ -265,12 +292,13 @@ void kvd_eval_waiters(struct kvd *d, uint64_t now)
         struct kv_client *c = &d->clients[w->slot];
         struct req r = {.d = d, .c = c, .rid = c->rid, .rid_len = c->rid_len};
 
-        if ((!changed && now < w->deadline_ms) ||
+        if ((!changed && now < w->next_check_ms) ||
             kvp_decode_request(w->frame, w->frame_len, KVP_MAX_FRAME, &r.m) != KVP_OK) {
             i++;
             continue;
         }
         if (must_wait(d, c, &r.m, w->since_ms, w->deadline_ms, now)) {
+            w->next_check_ms = kv_waiter_next(w, now);
             i++;
             continue;
         }
@@ -287,9 +315,18 @@ static void op_alloc(struct req *r)
     struct kvd *d = r->d;
     struct kv_client *c = r->c;
     uint32_t n = r->m.hdr.count;
-    struct kv_page **pages = kv_calloc(n, sizeof(*pages));
+    struct kv_page **pages;
     int rc;
 
+    if (n == 0) {
+        reply_status(r, KVP_E_INVAL);
+        return;
+    }
+    if (c->leases.total + n > KVD_MAX_LEASES) {
+        reply_status(r, KVP_E_TOOBIG);
+        return;
+    }
+    pages = kv_calloc(n, sizeof(*pages));
     if (!pages) {
         reply_status(r, KVP_E_NOMEM);
         return;
@@ -299,7 +336,7 @@ static void op_alloc(struct req *r)
         rc = kv_pool_alloc(&d->pool, c->ns, c->id, n, pages);
     if (rc) {
         kv_free(pages);
-        reply_status(r, rc == -ENOSPC ? KVP_E_NOSPC : KVP_E_NOMEM);
+        reply_status(r, kvp_status_from_errno(rc));
         return;
     }
     for (uint32_t i = 0; i < n; i++) {
@@ -479,6 +516,12 @@ static void dispatch(struct kvd *d, const uint8_t *rid, size_t rid_len, const ch
         return;
     }
     if (r.c) {
+        /* the routing id alone is guessable: the connection's pid (from ZAP) must still be the
+         * client's */
+        if (!user_id || atoi(user_id) != (int)r.c->peer.pid) {
+            reply_status(&r, KVP_E_BAD_TOKEN);
+            return;
+        }
         r.c->last_seen_ms = kv_now_ms();
         r.c->requests++;
     }

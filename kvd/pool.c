@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "mem.h"
 
 #define POOL_MAX_CHUNKS   65535u
@@ -19,12 +21,22 @@ static const uint8_t zero_hash[KVP_HASH_BYTES];
 
 /* ---- index ------------------------------------------------------------------------------- */
 
+/* Bucket of (ns, hash). Block hashes come from clients, so the bucket is a keyed hash (SipHash with
+ * a per-daemon random key) of all of it: a client cannot make keys collide on purpose. */
+static uint64_t idx_mix(const struct kv_pool *p, uint32_t ns_id, const uint8_t *hash)
+{
+    uint8_t in[KVP_HASH_BYTES + 4], out[crypto_shorthash_BYTES];
+    uint64_t h;
+    memcpy(in, hash, KVP_HASH_BYTES);
+    memcpy(in + KVP_HASH_BYTES, &ns_id, 4);
+    crypto_shorthash(out, in, sizeof(in), p->idx_key);
+    memcpy(&h, out, sizeof(h));
+    return h;
+}
+
 static size_t idx_bucket(const struct kv_pool *p, uint32_t ns_id, const uint8_t *hash)
 {
-    uint64_t h;
-    memcpy(&h, hash, sizeof(h)); /* block hashes are already uniform */
-    h ^= (uint64_t)ns_id * 0x9e3779b97f4a7c15ull;
-    return (size_t)(h & (p->nbuckets - 1));
+    return (size_t)(idx_mix(p, ns_id, hash) & (p->nbuckets - 1));
 }
 
 static void idx_grow(struct kv_pool *p)
@@ -37,10 +49,7 @@ static void idx_grow(struct kv_pool *p)
         struct kv_inode *n = p->buckets[i], *next;
         for (; n; n = next) {
             next = n->next;
-            uint64_t h;
-            memcpy(&h, n->hash, sizeof(h));
-            h ^= (uint64_t)n->ns_id * 0x9e3779b97f4a7c15ull;
-            size_t j = (size_t)(h & (nb - 1));
+            size_t j = (size_t)(idx_mix(p, n->ns_id, n->hash) & (nb - 1));
             n->next = b[j];
             b[j] = n;
         }
@@ -132,6 +141,7 @@ int kv_pool_init(struct kv_pool *p, size_t arena_bytes, size_t chunk_bytes,
     for (size_t i = 0; i < n; i++)
         p->chunks[i].idx = (uint32_t)i;
     p->nbuckets = POOL_MIN_BUCKETS;
+    randombytes_buf(p->idx_key, sizeof(p->idx_key));
     p->arena_bytes = arena_bytes;
     p->chunk_bytes = chunk_bytes;
     p->nchunks = p->nfree_chunks = (uint32_t)n;

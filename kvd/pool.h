@@ -122,6 +122,7 @@ struct kv_pool {
     struct kv_inode **buckets;
     size_t nbuckets;          /* power of two */
     size_t nindexed;
+    uint8_t idx_key[16];      /* SipHash key of the bucket function (random per daemon) */
     /* counters */
     uint64_t evictions;
     kv_evict_hook evict_hook;
@@ -130,7 +131,7 @@ struct kv_pool {
     void *hook_arg;
 };
 
-/* Set up a pool over an arena of arena_bytes cut into chunks of chunk_bytes. -EINVAL for sizes
+/* Set up a pool over an arena (sodium_init() must have run) of arena_bytes cut into chunks of chunk_bytes. -EINVAL for sizes
  * that leave no chunk, -ENOMEM. Nothing is allocated per page until a chunk is given out. */
 int kv_pool_init(struct kv_pool *p, size_t arena_bytes, size_t chunk_bytes,
                  const struct pol_ops *pol);

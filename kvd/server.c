@@ -28,7 +28,10 @@
 
 enum { SRC_ZMQ = 1, SRC_ZAP, SRC_LISTEN, SRC_SIDE, SRC_PIDFD, SRC_SIGNAL, SRC_METRICS, SRC_SPILL };
 
-#define EV(tag, slot) (((uint64_t)(tag) << 32) | (uint32_t)(slot))
+/* epoll data: tag (8 bits) | slot (24 bits) | client id (32 bits). The id makes an event that
+ * arrives for a slot freed and reused within one epoll batch recognizably stale. */
+#define EV(tag, slot) (((uint64_t)(tag) << 56) | ((uint64_t)(slot) << 32))
+#define EVC(tag, slot, id) (EV(tag, slot) | (uint32_t)(id))
 
 uint64_t kv_now_ms(void)
 {
@@ -209,13 +212,13 @@ static void side_accept(struct kvd *d)
         c->created_ms = c->last_seen_ms = kv_now_ms();
         d->nclients++;
         uint32_t slot = (uint32_t)(c - d->clients);
-        if (ep_add(d, fd, EV(SRC_SIDE, slot)) != 0) {
+        if (ep_add(d, fd, EVC(SRC_SIDE, slot, c->id)) != 0) {
             kvd_client_gone(d, c, KV_GONE_SHUTDOWN);
             continue;
         }
         if (peer.pid > 0) {
             c->pidfd = kv_pidfd_open(peer.pid);
-            if (c->pidfd >= 0 && ep_add(d, c->pidfd, EV(SRC_PIDFD, slot)) != 0)
+            if (c->pidfd >= 0 && ep_add(d, c->pidfd, EVC(SRC_PIDFD, slot, c->id)) != 0)
                 close_fd(d, &c->pidfd);
         }
     }
@@ -598,9 +601,6 @@ int kvd_start(struct kvd *d)
     /* accept() runs until EAGAIN in the loop: the listening socket must not block */
     if (fcntl(d->listen_fd, F_SETFL, fcntl(d->listen_fd, F_GETFL) | O_NONBLOCK) != 0)
         return -errno;
-    /* side_accept() accepts until EAGAIN: a blocking listener would stall the loop */
-    if (fcntl(d->listen_fd, F_SETFL, fcntl(d->listen_fd, F_GETFL) | O_NONBLOCK) != 0)
-        return -errno;
     if (d->have_client_gid) {
         if (chown(d->sock_path, (uid_t)-1, d->client_gid) != 0 ||
             chown(d->zmq_ep + 6, (uid_t)-1, d->client_gid) != 0)
@@ -645,7 +645,7 @@ static int next_timeout(struct kvd *d, uint64_t now)
 {
     uint64_t t = 1000;
     for (uint32_t i = 0; i < d->nwaiters; i++) {
-        uint64_t end = kv_waiter_end(&d->waiters[i], now);
+        uint64_t end = d->waiters[i].next_check_ms;
         uint64_t left = end > now ? end - now : 0;
         if (left < t)
             t = left;
@@ -670,8 +670,12 @@ int kvd_run(struct kvd *d)
             return -errno;
         }
         for (int i = 0; i < n; i++) {
-            uint32_t tag = (uint32_t)(evs[i].data.u64 >> 32), slot = (uint32_t)evs[i].data.u64;
+            uint64_t ev = evs[i].data.u64;
+            uint32_t tag = (uint32_t)(ev >> 56), slot = (uint32_t)(ev >> 32) & 0xffffff;
+            uint32_t id = (uint32_t)ev;
             struct kv_client *c = slot < d->cfg.max_clients ? &d->clients[slot] : NULL;
+            if (c && (c->state == KV_CLIENT_FREE || c->id != id))
+                c = NULL; /* the slot's client went earlier in this batch */
             switch (tag) {
             case SRC_ZMQ: break; /* serviced below, every iteration */
             case SRC_ZAP: break;
@@ -679,11 +683,11 @@ int kvd_run(struct kvd *d)
             case SRC_SPILL: kvd_tier_service(d); break;
             case SRC_LISTEN: side_accept(d); break;
             case SRC_SIDE:
-                if (c && c->state != KV_CLIENT_FREE)
+                if (c)
                     side_readable(d, c);
                 break;
             case SRC_PIDFD:
-                if (c && c->state != KV_CLIENT_FREE)
+                if (c)
                     kvd_client_gone(d, c, KV_GONE_PIDFD);
                 break;
             case SRC_SIGNAL: {
@@ -701,8 +705,12 @@ int kvd_run(struct kvd *d)
         zsock_service(d, d->zap, zap_handle);
         zsock_service(d, d->router, router_drain);
         now = kv_now_ms();
-        if (d->nwaiters)
+        if (d->nwaiters) {
             kvd_eval_waiters(d, now);
+            /* its replies were sends: a send can consume the ZMQ_FD signal of a request that
+             * arrived meanwhile, so look again before sleeping */
+            zsock_service(d, d->router, router_drain);
+        }
         kvd_tier_submit(d);
         if (now - last_check >= 200) {
             check_timeouts(d, now);

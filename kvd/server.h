@@ -55,6 +55,7 @@ struct kv_waiter {
     uint32_t slot;
     uint64_t since_ms;       /* parked at */
     uint64_t deadline_ms;    /* the caller's wait for a pending page ends */
+    uint64_t next_check_ms;  /* look again then even if nothing changed (see kv_waiter_next) */
     uint8_t *frame;          /* copy of the LOOKUP request */
     size_t frame_len;
 };
@@ -133,20 +134,24 @@ void kvd_tier_stats(struct kvd *d);   /* fill the spill_* counters of d->st */
  * Returns 1 if the lookup must wait for it, 0 if it is a miss. *started counts restores begun. */
 int kvd_tier_blocked(struct kvd *d, struct kv_ns *ns, struct kv_inode *in, int *started);
 
-/* When a parked lookup must be looked at again without any change in the pool: its caller's wait
- * for a pending page ends, or (past that) its wait for restores from disk ends. */
-#define KVD_RESTORE_WAIT_MS 10000u
-static inline uint64_t kv_waiter_end(const struct kv_waiter *w, uint64_t now)
-{
-    uint64_t restore_end = w->since_ms + KVD_RESTORE_WAIT_MS;
-    return w->deadline_ms > now && w->deadline_ms < restore_end ? w->deadline_ms : restore_end;
-}
-
+/* tier.c: the parent hash of a spill record. */
+const uint8_t *kvd_tier_parent(struct kv_inode *in);
 /* tier.c: operator eviction of the prefix `top` of namespace ns_id: drop every spill record whose
  * chain leads back to top (top included) and erase their slots, so a restart never brings them
  * back. Call before evicting the resident pages (their hashes link the records to top). Returns
  * the number of records dropped. */
 int kvd_tier_evict_under(struct kvd *d, uint32_t ns_id, const uint8_t *top);
+
+/* When a parked lookup must be looked at again although nothing changed in the pool: the first of
+ * its caller's deadline (if still ahead) and the end of its wait for restores from disk. */
+#define KVD_RESTORE_WAIT_MS 10000u
+static inline uint64_t kv_waiter_next(const struct kv_waiter *w, uint64_t now)
+{
+    uint64_t restore_end = w->since_ms + KVD_RESTORE_WAIT_MS;
+    if (w->deadline_ms > now && w->deadline_ms < restore_end)
+        return w->deadline_ms;
+    return restore_end > now ? restore_end : now;
+}
 
 /* Monotonic milliseconds. */
 uint64_t kv_now_ms(void);

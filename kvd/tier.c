@@ -62,7 +62,11 @@ static unsigned ndeferred;
 static void tier_defer(void *arg, const struct kv_spill_done *x)
 {
     (void)arg;
-    if (ndeferred < TIER_DEFER_MAX) /* callers drain only with a queue's worth of room left */
+    /* erases (and flush writes) have no record to update: only writes and reads of records are
+     * kept, at most a queue's worth per drain, and callers drain only with that much room left */
+    if (x->op == KV_SPILL_OP_INVALIDATE || !x->cookie)
+        return;
+    if (ndeferred < TIER_DEFER_MAX)
         deferred[ndeferred++] = *x;
 }
 
@@ -160,6 +164,8 @@ static void tier_done(void *arg, const struct kv_spill_done *x)
     if (r->orphan || x->res != 0) {
         if (x->res != 0)
             kv_warn("spill: slot %u did not restore (%s); dropped", r->slot, strerror(-x->res));
+        else /* replaced by a commit or purged by an operator meanwhile: its slot goes too */
+            kv_spill_invalidate(d->spill, r->slot);
         if (!r->orphan)
             kv_pool_unindex(&d->pool, &r->in);
         kv_pool_unref(&d->pool, pg); /* still WRITING: freed */
@@ -170,6 +176,7 @@ static void tier_done(void *arg, const struct kv_spill_done *x)
     uint32_t slot = r->slot;
     kv_pool_unindex(&d->pool, &r->in);
     if (kv_pool_commit(&d->pool, pg, r->in.hash, r->parent, r->ntok, &winner) != 0) {
+        kv_spill_invalidate(d->spill, slot);
         kv_pool_unref(&d->pool, pg);
         kv_free(r);
         return;
@@ -211,6 +218,11 @@ int kvd_tier_blocked(struct kvd *d, struct kv_ns *ns, struct kv_inode *in, int *
     return 1;
 }
 
+const uint8_t *kvd_tier_parent(struct kv_inode *in)
+{
+    return rec_of(in)->parent;
+}
+
 /* ---- operator eviction ------------------------------------------------------------------ */
 
 static const uint8_t zero_hash[KVP_HASH_BYTES];
@@ -248,8 +260,7 @@ int kvd_tier_evict_under(struct kvd *d, uint32_t ns_id, const uint8_t *top)
     /* decide first, then unlink: dropping a record would cut the chains of its descendants */
     for (size_t b = 0; b < p->nbuckets; b++)
         for (struct kv_inode *n = p->buckets[b]; n; n = n->next)
-            if (n->kind == KV_INODE_SPILLED && n->ns_id == ns_id &&
-                rec_of(n)->state != SP_RESTORING)
+            if (n->kind == KV_INODE_SPILLED && n->ns_id == ns_id)
                 rec_of(n)->orphan = rec_extends(p, ns_id, rec_of(n), top, p->nindexed + 1) ? 2 : 0;
     for (size_t b = 0; b < p->nbuckets; b++) {
         struct kv_inode *n = p->buckets[b], *next;
@@ -264,7 +275,7 @@ int kvd_tier_evict_under(struct kvd *d, uint32_t ns_id, const uint8_t *top)
                 kv_spill_invalidate(d->spill, r->slot);
                 kv_free(r);
             } else {
-                r->orphan = 1; /* a write in flight: erased when it lands */
+                r->orphan = 1; /* a write or restore in flight: erased when it lands */
             }
         }
     }
