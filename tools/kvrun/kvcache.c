@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attn.h"
 #include "kv_quant.h"
 #include "mm.h"
 
@@ -60,9 +61,70 @@ uint8_t *kvcache_page(const struct kvcache *c, unsigned i)
     return c->pages + (size_t)i * c->page_bytes;
 }
 
+/* kernels/attn.h's paged kernel, one kv_attn_prefill call per run of queries in the same page:
+ * blocks = the pages before it, tail = the page's f32 K/V up to the run's last query (which makes
+ * the run the last n_q positions of the context, as the kernel's causality wants). Prefill is used
+ * for single decode queries too: its per-query arithmetic follows the context's spans, not the
+ * query tiling, so a token's output is the same bits however its queries were batched. */
+static int attend_paged(const struct kv_layout *l, unsigned layer, unsigned n_q_heads,
+                        const uint8_t *const *pages, const float *rk, const float *rv, unsigned r0,
+                        const float *q, unsigned q0, unsigned n_q, float *out)
+{
+    const unsigned P = l->page_tokens;
+    const size_t row = (size_t)l->n_kv_heads * l->head_dim, qrow = (size_t)n_q_heads * l->head_dim;
+    unsigned last = q0 + n_q - 1;
+    struct kv_attn_block *bt = malloc(((size_t)last / P + 1) * sizeof(*bt));
+    int rc = 0;
+
+    if (!bt)
+        return -ENOMEM;
+    for (unsigned p = 0; p < last / P; p++)
+        bt[p] = (struct kv_attn_block){.page = pages[p], .n_tokens = P};
+    for (unsigned i = 0; i < n_q && !rc;) {
+        unsigned pos = q0 + i, pg = pos / P, end = (pg + 1) * P, nq = 0;
+        while (i + nq < n_q && q0 + i + nq < end)
+            nq++;
+        struct kv_attn_args a = {
+            .layout = l,
+            .layer = layer,
+            .n_q_heads = n_q_heads,
+            .n_q = nq,
+            .q = q + i * qrow,
+            .out = out + i * qrow,
+            .blocks = pg ? bt : NULL,
+            .n_blocks = pg,
+            .tail_k = rk + (size_t)(pg * P - r0) * row,
+            .tail_v = rv + (size_t)(pg * P - r0) * row,
+            .tail_dtype = KV_ATTN_F32,
+            .n_tail = pos + nq - pg * P,
+        };
+        rc = kv_attn_prefill(&a);
+        i += nq;
+    }
+    free(bt);
+    return rc;
+}
+
 int kvcache_attend(const struct kv_layout *l, unsigned layer, unsigned n_q_heads,
                    const uint8_t *const *pages, unsigned n_pages, const float *rk, const float *rv,
                    unsigned r0, unsigned n_r, const float *q, unsigned q0, unsigned n_q, float *out)
+{
+    unsigned lastq = q0 + n_q - 1;
+    if (n_q == 0 || kv_layout_check(l) || layer >= l->n_layers || n_q_heads % l->n_kv_heads ||
+        n_pages < lastq / l->page_tokens || r0 % l->page_tokens ||
+        r0 > (q0 / l->page_tokens) * l->page_tokens || r0 + n_r < lastq + 1)
+        return -EINVAL;
+    const char *simple = getenv("KVRUN_SIMPLE_ATTN");
+    if (!simple || !*simple)
+        return attend_paged(l, layer, n_q_heads, pages, rk, rv, r0, q, q0, n_q, out);
+    return kvcache_attend_simple(l, layer, n_q_heads, pages, n_pages, rk, rv, r0, n_r, q, q0, n_q,
+                                 out);
+}
+
+int kvcache_attend_simple(const struct kv_layout *l, unsigned layer, unsigned n_q_heads,
+                          const uint8_t *const *pages, unsigned n_pages, const float *rk,
+                          const float *rv, unsigned r0, unsigned n_r, const float *q, unsigned q0,
+                          unsigned n_q, float *out)
 {
     const unsigned P = l->page_tokens, KH = l->n_kv_heads, D = l->head_dim;
     const size_t row = (size_t)KH * D;

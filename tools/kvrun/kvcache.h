@@ -57,5 +57,11 @@ int kvcache_attend(const struct kv_layout *l, unsigned layer, unsigned n_q_heads
                    const uint8_t *const *pages, unsigned n_pages, const float *rk, const float *rv,
                    unsigned r0, unsigned n_r, const float *q, unsigned q0, unsigned n_q,
                    float *out);
+/* The same function computed simply (per query, two-pass softmax over the dequantized pages): the
+ * check for the paged kernel, and what kvcache_attend runs when $KVRUN_SIMPLE_ATTN is set. */
+int kvcache_attend_simple(const struct kv_layout *l, unsigned layer, unsigned n_q_heads,
+                          const uint8_t *const *pages, unsigned n_pages, const float *rk,
+                          const float *rv, unsigned r0, unsigned n_r, const float *q, unsigned q0,
+                          unsigned n_q, float *out);
 
 #endif
