@@ -59,12 +59,8 @@ static void put_page(uint8_t *dst, const struct kv_pool *p, const struct kv_page
 
 static struct kv_client *client_by_rid(struct kvd *d, const uint8_t *rid, size_t len)
 {
-    for (uint32_t i = 0; i < d->cfg.max_clients; i++) {
-        struct kv_client *c = &d->clients[i];
-        if (c->state == KV_CLIENT_ATTACHED && c->rid_len == len && memcmp(c->rid, rid, len) == 0)
-            return c;
-    }
-    return NULL;
+    int slot = kvd_rid_find(d, rid, len);
+    return slot < 0 ? NULL : &d->clients[slot];
 }
 
 /* ---- ATTACH ---------------------------------------------------------------------------------- */
@@ -113,6 +109,7 @@ static void op_attach(struct req *r, const char *user_id)
     ns->nclients++;
     memcpy(c->rid, r->rid, r->rid_len);
     c->rid_len = (uint8_t)r->rid_len;
+    kvd_rid_add(d, (uint32_t)(c - d->clients));
     sodium_memzero(c->token, sizeof(c->token));
     c->last_seen_ms = kv_now_ms();
     kv_info("client %u (pid %d uid %u) attached to '%s'", c->id, (int)c->peer.pid,
@@ -154,89 +151,60 @@ static struct kv_inode *chain_node(struct kvd *d, struct kv_client *c, const str
 #define KVD_MAX_LEASES (1u << 20)
 #define KVD_MAX_REFS   (1u << 30)
 
-/* Walk the chain. Returns the status; fills *n_hit, *next and the reply pages (pinned if asked). */
-static int do_lookup(struct kvd *d, struct kv_client *c, const struct kvp_msg *m, uint32_t *n_hit,
-                     uint32_t *next)
+/* One pass over a LOOKUP's chain: the leading committed pages go to d->walk[0..hit); the walk
+ * stops at element stop_i, whose index node is stop (NULL: absent or not linked to the chain, or
+ * the end). Valid until the pool next changes. */
+struct chain_walk {
+    uint32_t hit;
+    uint32_t stop_i;
+    struct kv_inode *stop;
+    int stale; /* restores were started: the pool changed, walk again before using d->walk */
+};
+
+static void walk_chain(struct kvd *d, struct kv_client *c, const struct kvp_msg *m,
+                       struct chain_walk *w)
 {
-    uint32_t n = m->hdr.count, hit = 0;
     int pin = m->u.lookup.flags & KVP_LOOKUP_PIN;
-    uint8_t *pages = body_out(d) + sizeof(struct kvp_lookup_rep);
+    uint32_t i = 0;
 
-    *next = KVP_NEXT_END;
-    for (uint32_t i = 0; i < n; i++) {
-        struct kv_page *pg = kv_pool_page_of(chain_node(d, c, m, i));
-        if (pg && pg->state == KV_PAGE_COMMITTED && (!pin || pg->refs < KVD_MAX_REFS)) {
-            hit++;
-            continue;
+    w->stop = NULL;
+    w->stale = 0;
+    for (; i < m->hdr.count; i++) {
+        struct kv_inode *in = chain_node(d, c, m, i);
+        struct kv_page *pg = kv_pool_page_of(in);
+        if (!pg || pg->state != KV_PAGE_COMMITTED || (pin && pg->refs >= KVD_MAX_REFS)) {
+            w->stop = in;
+            break;
         }
-        *next = pg && pg->state == KV_PAGE_WRITING ? KVP_NEXT_PENDING : KVP_NEXT_MISS;
-        break;
+        d->walk[i] = pg;
     }
-    if (pin && hit) {
-        if (c->leases.total + hit > KVD_MAX_LEASES)
-            return KVP_E_TOOBIG;
-        if (kv_leases_reserve(&c->leases, hit) != 0)
-            return KVP_E_NOMEM;
-    }
-    for (uint32_t i = 0; i < hit; i++) {
-        struct kv_page *pg = kv_pool_page_of(chain_node(d, c, m, i));
-        if (pin) {
-            kv_pool_ref(&d->pool, pg);
-            kv_leases_add(&c->leases, pg->id);
-        }
-        kv_pool_touch(&d->pool, pg);
-        put_page(pages + (size_t)i * sizeof(struct kvp_page), &d->pool, pg, 0);
-    }
-    *n_hit = hit;
-    return KVP_OK;
-}
-
-/* Answer a lookup. `parked`: it waited, and was counted as a lookup when it was parked. */
-static void lookup_reply(struct req *r, int parked)
-{
-    struct kvd *d = r->d;
-    uint32_t hit, next;
-    int st = do_lookup(d, r->c, &r->m, &hit, &next);
-    if (st != KVP_OK) {
-        reply_status(r, st);
-        return;
-    }
-    if (!parked) {
-        d->st.lookups++;
-        d->st.lookup_pending += next == KVP_NEXT_PENDING;
-    }
-    d->st.lookup_hits += hit > 0;
-    d->st.lookup_pages_hit += hit;
-    d->st.bytes_saved += (uint64_t)hit * r->c->ns->page_bytes;
-    struct kvp_lookup_rep rep = {.n_hit = hit, .next = next};
-    memcpy(body_out(d), &rep, sizeof(rep));
-    reply_body(r, hit, sizeof(rep) + (size_t)hit * sizeof(struct kvp_page));
+    w->hit = i;
+    w->stop_i = i;
 }
 
 enum { NOT_BLOCKED = 0, BLOCKED_PENDING = 1, BLOCKED_RESTORE = 2 };
 
-/* Where would this chain stop? BLOCKED_PENDING: at a page another client is writing;
+/* Where does the walked chain stop? BLOCKED_PENDING: at a page another client is writing;
  * BLOCKED_RESTORE: at spilled pages kvd is restoring (restores of the whole run of spilled pages
- * the chain reaches are started here). The restores' allocations may evict unpinned pages, which
- * is why nothing is pinned before the chain is settled. */
-static int lookup_blocked(struct kvd *d, struct kv_client *c, const struct kvp_msg *m)
+ * from there are started here; their allocations may evict unpinned pages, which is why nothing
+ * is pinned before the chain is settled, and why the walk is then stale). */
+static int lookup_blocked(struct kvd *d, struct kv_client *c, const struct kvp_msg *m,
+                          struct chain_walk *w)
 {
     int started = 0, restoring = 0;
-    for (uint32_t i = 0; i < m->hdr.count; i++) {
-        struct kv_inode *in = chain_node(d, c, m, i);
-        if (!in)
+    if (!w->stop)
+        return NOT_BLOCKED;
+    if (w->stop->kind == KV_INODE_PAGE)
+        return kv_pool_page_of(w->stop)->state == KV_PAGE_WRITING ? BLOCKED_PENDING
+                                                                  : NOT_BLOCKED;
+    for (uint32_t i = w->stop_i; i < m->hdr.count; i++) {
+        struct kv_inode *in = i == w->stop_i ? w->stop : chain_node(d, c, m, i);
+        if (!in || in->kind != KV_INODE_SPILLED || !kvd_tier_blocked(d, c->ns, in, &started))
             break;
-        if (in->kind == KV_INODE_SPILLED) {
-            if (!kvd_tier_blocked(d, c->ns, in, &started))
-                break;
-            restoring = 1;
-            continue;
-        }
-        if (restoring)
-            break;
-        if (kv_pool_page_of(in)->state == KV_PAGE_WRITING)
-            return BLOCKED_PENDING;
+        restoring = 1;
     }
+    if (started)
+        w->stale = 1;
     return restoring ? BLOCKED_RESTORE : NOT_BLOCKED;
 }
 
@@ -244,10 +212,10 @@ static int lookup_blocked(struct kvd *d, struct kv_client *c, const struct kvp_m
  * Returns why (BLOCKED_*), or NOT_BLOCKED.
  * Pages on disk are restored before the reply (up to KVD_RESTORE_WAIT_MS); pending pages are
  * waited for only when the caller asked, up to its wait_ms. */
-static int must_wait(struct kvd *d, struct kv_client *c, const struct kvp_msg *m, uint64_t since,
-                     uint64_t deadline, uint64_t now)
+static int must_wait(struct kvd *d, struct kv_client *c, const struct kvp_msg *m,
+                     struct chain_walk *w, uint64_t since, uint64_t deadline, uint64_t now)
 {
-    int b = lookup_blocked(d, c, m);
+    int b = lookup_blocked(d, c, m, w);
     if (b == BLOCKED_RESTORE)
         return now < since + KVD_RESTORE_WAIT_MS ? b : NOT_BLOCKED;
     return b == BLOCKED_PENDING && (m->u.lookup.flags & KVP_LOOKUP_WAIT) && now < deadline
@@ -255,32 +223,79 @@ static int must_wait(struct kvd *d, struct kv_client *c, const struct kvp_msg *m
                : NOT_BLOCKED;
 }
 
+/* Answer a lookup from its walk. `parked`: it waited, and was counted when it was parked. */
+static void lookup_reply(struct req *r, struct chain_walk *w, int parked)
+{
+    struct kvd *d = r->d;
+    struct kv_client *c = r->c;
+    int pin = r->m.u.lookup.flags & KVP_LOOKUP_PIN;
+    uint8_t *pages = body_out(d) + sizeof(struct kvp_lookup_rep);
+
+    if (w->stale)
+        walk_chain(d, c, &r->m, w);
+    uint32_t hit = w->hit, next = KVP_NEXT_END;
+    if (w->stop_i < r->m.hdr.count) {
+        struct kv_page *pg = kv_pool_page_of(w->stop);
+        next = pg && pg->state == KV_PAGE_WRITING ? KVP_NEXT_PENDING : KVP_NEXT_MISS;
+    }
+    if (pin && hit) {
+        if (c->leases.total + hit > KVD_MAX_LEASES) {
+            reply_status(r, KVP_E_TOOBIG);
+            return;
+        }
+        if (kv_leases_reserve(&c->leases, hit) != 0) {
+            reply_status(r, KVP_E_NOMEM);
+            return;
+        }
+    }
+    for (uint32_t i = 0; i < hit; i++) {
+        struct kv_page *pg = d->walk[i];
+        if (pin) {
+            kv_pool_ref(&d->pool, pg);
+            kv_leases_add(&c->leases, pg->id);
+        }
+        kv_pool_touch(&d->pool, pg);
+        put_page(pages + (size_t)i * sizeof(struct kvp_page), &d->pool, pg, 0);
+    }
+    if (!parked) {
+        d->st.lookups++;
+        d->st.lookup_pending += next == KVP_NEXT_PENDING;
+    }
+    d->st.lookup_hits += hit > 0;
+    d->st.lookup_pages_hit += hit;
+    d->st.bytes_saved += (uint64_t)hit * c->ns->page_bytes;
+    struct kvp_lookup_rep rep = {.n_hit = hit, .next = next};
+    memcpy(body_out(d), &rep, sizeof(rep));
+    reply_body(r, hit, sizeof(rep) + (size_t)hit * sizeof(struct kvp_page));
+}
+
 static void op_lookup(struct req *r, const uint8_t *frame, size_t len)
 {
     struct kvd *d = r->d;
     const struct kvp_lookup *l = &r->m.u.lookup;
-
     uint64_t now = kv_now_ms(), deadline = now + l->wait_ms;
+    struct chain_walk w;
 
-    int why = must_wait(d, r->c, &r->m, now, deadline, now);
+    walk_chain(d, r->c, &r->m, &w);
+    int why = must_wait(d, r->c, &r->m, &w, now, deadline, now);
     if (why != NOT_BLOCKED && d->nwaiters < d->cfg.max_waiters) {
-        struct kv_waiter *w = &d->waiters[d->nwaiters];
-        w->frame = kv_malloc(len);
-        if (w->frame) { /* without memory, answer now: the caller sees a miss or PENDING */
-            memcpy(w->frame, frame, len);
-            w->frame_len = len;
-            w->client_id = r->c->id;
-            w->slot = (uint32_t)(r->c - d->clients);
-            w->since_ms = now;
-            w->deadline_ms = deadline;
-            w->next_check_ms = kv_waiter_next(w, now);
+        struct kv_waiter *wt = &d->waiters[d->nwaiters];
+        wt->frame = kv_malloc(len);
+        if (wt->frame) { /* without memory, answer now: the caller sees a miss or PENDING */
+            memcpy(wt->frame, frame, len);
+            wt->frame_len = len;
+            wt->client_id = r->c->id;
+            wt->slot = (uint32_t)(r->c - d->clients);
+            wt->since_ms = now;
+            wt->deadline_ms = deadline;
+            wt->next_check_ms = kv_waiter_next(wt, now);
             d->nwaiters++;
             d->st.lookups++;
             d->st.lookup_pending += why == BLOCKED_PENDING; /* met a page being written */
             return;
         }
     }
-    lookup_reply(r, 0);
+    lookup_reply(r, &w, 0);
 }
 
 void kvd_eval_waiters(struct kvd *d, uint64_t now)
@@ -297,12 +312,14 @@ void kvd_eval_waiters(struct kvd *d, uint64_t now)
             i++;
             continue;
         }
-        if (must_wait(d, c, &r.m, w->since_ms, w->deadline_ms, now)) {
+        struct chain_walk cw;
+        walk_chain(d, c, &r.m, &cw);
+        if (must_wait(d, c, &r.m, &cw, w->since_ms, w->deadline_ms, now)) {
             w->next_check_ms = kv_waiter_next(w, now);
             i++;
             continue;
         }
-        lookup_reply(&r, 1);
+        lookup_reply(&r, &cw, 1);
         kv_free(w->frame);
         d->waiters[i] = d->waiters[--d->nwaiters];
     }

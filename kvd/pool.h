@@ -122,7 +122,7 @@ struct kv_pool {
     struct kv_inode **buckets;
     size_t nbuckets;          /* power of two */
     size_t nindexed;
-    uint8_t idx_key[16];      /* SipHash key of the bucket function (random per daemon) */
+    uint64_t idx_key[2];      /* secret of the bucket function (random per daemon) */
     /* counters */
     uint64_t evictions;
     kv_evict_hook evict_hook;

@@ -99,6 +99,62 @@ void kvd_send(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf
 
 /* ---- clients --------------------------------------------------------------------------------- */
 
+/* Routing ids are short byte strings (libzmq's own: 5 bytes). FNV-1a picks the home slot; a
+ * peer cannot flood one bucket, since the ROUTER, not the peer, chooses the id unless the peer
+ * sets one, and a peer gets one entry only after ATTACH. */
+static uint32_t rid_hash(const uint8_t *rid, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ rid[i]) * 16777619u;
+    return h;
+}
+
+int kvd_rid_find(struct kvd *d, const uint8_t *rid, size_t len)
+{
+    for (uint32_t i = rid_hash(rid, len) & (d->rid_cap - 1);; i = (i + 1) & (d->rid_cap - 1)) {
+        int32_t slot = d->rid_map[i];
+        if (slot < 0)
+            return -1;
+        const struct kv_client *c = &d->clients[slot];
+        if (c->rid_len == len && memcmp(c->rid, rid, len) == 0)
+            return slot;
+    }
+}
+
+void kvd_rid_add(struct kvd *d, uint32_t slot)
+{
+    const struct kv_client *c = &d->clients[slot];
+    uint32_t i = rid_hash(c->rid, c->rid_len) & (d->rid_cap - 1);
+    while (d->rid_map[i] >= 0)
+        i = (i + 1) & (d->rid_cap - 1);
+    d->rid_map[i] = (int32_t)slot;
+}
+
+static void rid_remove(struct kvd *d, uint32_t slot)
+{
+    const struct kv_client *c = &d->clients[slot];
+    uint32_t i = rid_hash(c->rid, c->rid_len) & (d->rid_cap - 1);
+    while (d->rid_map[i] != (int32_t)slot) {
+        if (d->rid_map[i] < 0)
+            return;
+        i = (i + 1) & (d->rid_cap - 1);
+    }
+    /* backward-shift deletion keeps every probe chain intact */
+    for (uint32_t j = i;;) {
+        j = (j + 1) & (d->rid_cap - 1);
+        if (d->rid_map[j] < 0)
+            break;
+        const struct kv_client *o = &d->clients[d->rid_map[j]];
+        uint32_t home = rid_hash(o->rid, o->rid_len) & (d->rid_cap - 1);
+        if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+            d->rid_map[i] = d->rid_map[j];
+            i = j;
+        }
+    }
+    d->rid_map[i] = -1;
+}
+
 static struct kv_client *client_alloc(struct kvd *d)
 {
     for (uint32_t i = 0; i < d->cfg.max_clients; i++)
@@ -159,6 +215,8 @@ void kvd_client_gone(struct kvd *d, struct kv_client *c, enum kv_release_why why
                 gone_names[why], (unsigned long long)leases);
     if (c->ns)
         c->ns->nclients--;
+    if (c->state == KV_CLIENT_ATTACHED)
+        rid_remove(d, (uint32_t)(c - d->clients));
     close_fd(d, &c->side_fd);
     close_fd(d, &c->pidfd);
     memset(c, 0, sizeof(*c));
@@ -575,8 +633,13 @@ int kvd_start(struct kvd *d)
     d->reply_cap = 2 * sizeof(struct kvp_hdr) + sizeof(struct kvp_lookup_rep) +
                    (size_t)KVP_MAX_BATCH * sizeof(struct kvp_page) + sizeof(struct kvp_stats) + 65536;
     d->reply = malloc(d->reply_cap);
-    if (!d->clients || !d->waiters || !d->reply)
+    d->walk = calloc(KVP_MAX_CHAIN, sizeof(*d->walk));
+    for (d->rid_cap = 16; d->rid_cap < 2 * d->cfg.max_clients;)
+        d->rid_cap *= 2;
+    d->rid_map = malloc(d->rid_cap * sizeof(*d->rid_map));
+    if (!d->clients || !d->waiters || !d->reply || !d->walk || !d->rid_map)
         return -ENOMEM;
+    memset(d->rid_map, 0xff, d->rid_cap * sizeof(*d->rid_map));
     for (uint32_t i = 0; i < d->cfg.max_clients; i++)
         d->clients[i].side_fd = d->clients[i].pidfd = -1;
 
@@ -756,6 +819,8 @@ void kvd_stop(struct kvd *d)
     free(d->clients);
     free(d->waiters);
     free(d->reply);
+    free(d->walk);
+    free(d->rid_map);
     if (d->sig_fd >= 0)
         close(d->sig_fd);
     if (d->epfd >= 0)

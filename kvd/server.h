@@ -79,6 +79,9 @@ struct kvd {
     int have_client_gid, have_admin_gid;
     int stop, reload;
     uint8_t *reply;          /* reply buffer, reply_cap bytes */
+    struct kv_page **walk;   /* a LOOKUP's committed prefix (ops.c), KVP_MAX_CHAIN entries */
+    int32_t *rid_map;        /* routing id -> attached client slot, open addressing, -1 empty */
+    uint32_t rid_cap;        /* power of two, >= 2 x max_clients */
     size_t reply_cap;
     /* request latency histogram (ops.c), upper bounds in KVD_LAT_BOUNDS_US, last = +Inf */
     uint64_t lat_count[16];
@@ -152,6 +155,11 @@ static inline uint64_t kv_waiter_next(const struct kv_waiter *w, uint64_t now)
         return w->deadline_ms;
     return restore_end > now ? restore_end : now;
 }
+
+/* server.c: the attached client with this routing id (its slot), or -1. O(1). */
+int kvd_rid_find(struct kvd *d, const uint8_t *rid, size_t len);
+/* server.c: index slot's routing id (at ATTACH); removed in kvd_client_gone. */
+void kvd_rid_add(struct kvd *d, uint32_t slot);
 
 /* Monotonic milliseconds. */
 uint64_t kv_now_ms(void);
