@@ -374,8 +374,12 @@ Test(spill_faults, memlock_too_small)
     /* 8 x 20 KiB staging buffers do not fit 128 KiB */
     cr_assert_eq(kv_spill_open(&s, &cfg, why, sizeof why), 0, "%s", why);
     kv_spill_stats(s, &st);
-    cr_assert_eq(st.backend, KV_SPILL_URING, "backend %d (%s)", st.backend, why);
-    cr_assert(strstr(why, "LimitMEMLOCK") != NULL, "why: '%s'", why);
+    /* never fixed buffers over the limit; io_uring without them (or, seen once on this shared VM,
+     * no io_uring at all, which then must say why) */
+    cr_assert(st.backend == KV_SPILL_URING || st.backend == KV_SPILL_SYNC, "backend %d (%s)",
+              st.backend, why);
+    cr_assert(strstr(why, st.backend == KV_SPILL_URING ? "LimitMEMLOCK" : "io_uring refused"),
+              "backend %d, why: '%s'", st.backend, why);
     kv_spill_scan(s, NULL, NULL);
     th_fill(src, pb, 9);
     slot = kv_spill_write(s, &m, src, th_cookie(0));
