@@ -362,8 +362,6 @@ int kv_spill_write(struct kv_spill *s, const struct kv_spill_meta *m, const void
     struct kv_layout st;
     struct spill_op *op;
     size_t in_bytes, pay;
-    uint8_t sum[16];
-    const uint8_t *sump = NULL;
     uint16_t flags = 0;
     uint32_t slot;
     int err;
@@ -391,14 +389,7 @@ int kv_spill_write(struct kv_spill *s, const struct kv_spill_meta *m, const void
     op = spill_op_get(s, SPILL_OP_WRITE);
     if (!op)
         return -EBUSY;
-    if (!flags && !s->gpu) { /* the common case: copy and checksum in one pass */
-        kv_spill_slot_sum_copy((uint8_t *)op->buf + KV_SPILL_ALIGN, page, in_bytes, s->key, sum);
-        sump = sum;
-        err = 0;
-    } else {
-        err =
-            spill_page_in(s, (uint8_t *)op->buf + KV_SPILL_ALIGN, &st, page, &m->layout, in_bytes);
-    }
+    err = spill_page_in(s, (uint8_t *)op->buf + KV_SPILL_ALIGN, &st, page, &m->layout, in_bytes);
     if (err) {
         spill_op_put(s, op);
         return err;
@@ -407,7 +398,7 @@ int kv_spill_write(struct kv_spill *s, const struct kv_spill_meta *m, const void
     slot = s->free[--s->nfree];
     s->slots[slot].state = SPILL_WRITING;
     s->slots[slot].pay = (uint32_t)pay;
-    kv_spill_slot_encode(op->buf, slot, s->key, m, &st, (uint32_t)pay, flags, ++s->seq, sump);
+    kv_spill_slot_encode(op->buf, slot, s->key, m, &st, (uint32_t)pay, flags, ++s->seq);
     if (flags)
         s->st.demotions++;
     op->slot = slot;
@@ -468,32 +459,17 @@ static int spill_read_done(struct kv_spill *s, struct spill_op *op, uint16_t *fl
     uint32_t pay;
     int err;
 
-    struct kv_spill_hdr h;
-    uint8_t sum[16];
-    int fused;
-
-    /* header first (its checksum, slot number, layout); the payload sum is checked below */
-    err = kv_spill_slot_decode(op->buf, op->len, op->slot, s->key, 0, &m, &pay);
-    if (err || pay > op->len - KV_SPILL_ALIGN)
+    err = kv_spill_slot_decode(op->buf, op->len, op->slot, s->key, 1, &m, &pay);
+    if (err)
         return -EBADMSG;
     if (op->has_expect && memcmp(op->expect, m.hash, KV_SPILL_HASH) != 0)
         return -EBADMSG;
     if (memcmp(&m.layout, &op->dst_layout, sizeof m.layout) != 0)
         return -EBADMSG;
-    fused = !(m.flags & KV_SPILL_F_DEMOTED) && !s->gpu;
-    if (fused) { /* verify while copying out: dst holds garbage if it fails (allowed) */
-        memcpy(&h, op->buf, sizeof h);
-        kv_spill_slot_sum_copy(op->dst, (uint8_t *)op->buf + KV_SPILL_ALIGN, pay, s->key, sum);
-        if (memcmp(sum, h.pay_sum, sizeof sum) != 0)
-            return -EBADMSG;
-    } else {
-        if (kv_spill_slot_decode(op->buf, op->len, op->slot, s->key, 1, NULL, NULL) != 0)
-            return -EBADMSG;
-        err = spill_page_out(s, op->dst, &op->dst_layout, (uint8_t *)op->buf + KV_SPILL_ALIGN, pay,
-                             m.flags & KV_SPILL_F_DEMOTED);
-        if (err)
-            return err;
-    }
+    err = spill_page_out(s, op->dst, &op->dst_layout, (uint8_t *)op->buf + KV_SPILL_ALIGN, pay,
+                         m.flags & KV_SPILL_F_DEMOTED);
+    if (err)
+        return err;
     *flags = m.flags;
     return 0;
 }

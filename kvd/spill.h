@@ -244,16 +244,10 @@ int kv_spill_slot_decode(const void *buf, size_t len, uint32_t slot,
                          uint32_t *pay_bytes);
 
 /* Encode the header block for a payload already placed at buf + KV_SPILL_ALIGN; buf must hold
- * KV_SPILL_ALIGN + pay_bytes. stored is the on-disk layout, m the namespace's meta. pay_sum: the
- * payload's sum from kv_spill_slot_sum_copy, or NULL to compute it here. */
+ * KV_SPILL_ALIGN + pay_bytes. stored is the on-disk layout, m the namespace's meta. */
 void kv_spill_slot_encode(void *buf, uint32_t slot, const uint8_t key[KV_SPILL_KEY],
                           const struct kv_spill_meta *m, const struct kv_layout *stored,
-                          uint32_t pay_bytes, uint16_t flags, uint64_t seq, const uint8_t *pay_sum);
-
-/* Copy n bytes and compute their payload sum (as in pay_sum) in one pass: each chunk is hashed
- * and then copied while it is in cache. Buffers must not overlap. */
-void kv_spill_slot_sum_copy(void *dst, const void *src, size_t n, const uint8_t key[KV_SPILL_KEY],
-                            uint8_t out[16]);
+                          uint32_t pay_bytes, uint16_t flags, uint64_t seq);
 
 #ifdef __cplusplus
 }

@@ -26,11 +26,9 @@
 #include <xxhash.h>
 #if defined(__x86_64__)
 #include <xxh_x86dispatch.h> /* libxxhash picks SSE2/AVX2/AVX-512 at run time: 3x over SSE2 here */
-#define SLOT_XXH3_128    XXH3_128bits_withSeed_dispatch
-#define SLOT_XXH3_UPDATE XXH3_128bits_update_dispatch
+#define SLOT_XXH3_128 XXH3_128bits_withSeed_dispatch
 #else
-#define SLOT_XXH3_128    XXH3_128bits_withSeed
-#define SLOT_XXH3_UPDATE XXH3_128bits_update
+#define SLOT_XXH3_128 XXH3_128bits_withSeed
 #endif
 
 static void slot_sum(uint8_t out[16], const uint8_t key[KV_SPILL_KEY], const void *p, size_t n)
@@ -48,32 +46,6 @@ static void slot_pay_sum(uint8_t out[16], const uint8_t key[KV_SPILL_KEY], const
     memcpy(out, c.digest, 16);
 }
 
-#define SLOT_CHUNK (32u << 10) /* hashed, then copied while it is still in L1/L2 */
-
-void kv_spill_slot_sum_copy(void *dst, const void *src, size_t n, const uint8_t key[KV_SPILL_KEY],
-                            uint8_t out[16])
-{
-    XXH3_state_t *st = XXH3_createState(); /* opaque through the shared library's ABI */
-    XXH128_canonical_t c;
-    uint64_t seed;
-
-    if (!st) { /* out of memory: two passes give the same sum */
-        memcpy(dst, src, n);
-        slot_pay_sum(out, key, dst, n);
-        return;
-    }
-    memcpy(&seed, key, sizeof seed);
-    XXH3_128bits_reset_withSeed(st, seed);
-    for (size_t off = 0; off < n; off += SLOT_CHUNK) {
-        size_t k = n - off < SLOT_CHUNK ? n - off : SLOT_CHUNK;
-        SLOT_XXH3_UPDATE(st, (const uint8_t *)src + off, k);
-        memcpy((uint8_t *)dst + off, (const uint8_t *)src + off, k);
-    }
-    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(st));
-    XXH3_freeState(st);
-    memcpy(out, c.digest, 16);
-}
-
 static void slot_hdr_sum(uint8_t out[16], const uint8_t key[KV_SPILL_KEY],
                          const struct kv_spill_hdr *h)
 {
@@ -85,7 +57,7 @@ static void slot_hdr_sum(uint8_t out[16], const uint8_t key[KV_SPILL_KEY],
 
 void kv_spill_slot_encode(void *buf, uint32_t slot, const uint8_t key[KV_SPILL_KEY],
                           const struct kv_spill_meta *m, const struct kv_layout *stored,
-                          uint32_t pay_bytes, uint16_t flags, uint64_t seq, const uint8_t *pay_sum)
+                          uint32_t pay_bytes, uint16_t flags, uint64_t seq)
 {
     struct kv_spill_hdr h;
 
@@ -105,10 +77,7 @@ void kv_spill_slot_encode(void *buf, uint32_t slot, const uint8_t key[KV_SPILL_K
     h.flags = flags;
     memcpy(h.hash, m->hash, KV_SPILL_HASH);
     memcpy(h.parent, m->parent, KV_SPILL_HASH);
-    if (pay_sum)
-        memcpy(h.pay_sum, pay_sum, sizeof h.pay_sum);
-    else
-        slot_pay_sum(h.pay_sum, key, (const uint8_t *)buf + KV_SPILL_ALIGN, pay_bytes);
+    slot_pay_sum(h.pay_sum, key, (const uint8_t *)buf + KV_SPILL_ALIGN, pay_bytes);
     slot_hdr_sum(h.hdr_sum, key, &h);
     memset(buf, 0, KV_SPILL_ALIGN);
     memcpy(buf, &h, sizeof h);
