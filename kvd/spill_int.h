@@ -43,7 +43,8 @@ struct kv_spill {
     uint32_t slot_bytes, nslots;
     uint8_t key[KV_SPILL_KEY]; /* store id: keys every slot checksum */
     int backend;               /* enum kv_spill_backend */
-    int gpu;                   /* staging is pinned CUDA host memory; pages may be on a device */
+    int gpu;                   /* pages may be device pointers: copies go through cudaMemcpy */
+    int pinned;                /* staging is pinned CUDA host memory (cudaHostAlloc) */
     int closing;
     int scanned; /* kv_spill_scan ran: the free list reflects the disk */
     void (*log)(void *arg, const char *line);

@@ -31,8 +31,9 @@ int spill_bufs_alloc(struct kv_spill *s)
 
     s->mem = NULL;
 #ifdef KVD_HAVE_CUDA
-    if (s->gpu && spill_cuda_host_alloc(&s->mem, n) != 0)
-        s->gpu = 0; /* no device here: plain host memory, host pages only */
+    /* pinned when CUDA can pin; pages are still moved with cudaMemcpy (device pointers work
+     * with pageable staging too, only slower) */
+    s->pinned = s->gpu && spill_cuda_host_alloc(&s->mem, n) == 0;
 #else
     s->gpu = 0;
 #endif
@@ -74,7 +75,7 @@ int spill_bufs_alloc(struct kv_spill *s)
 void spill_bufs_free(struct kv_spill *s)
 {
 #ifdef KVD_HAVE_CUDA
-    if (s->gpu)
+    if (s->pinned)
         spill_cuda_host_free(s->mem);
     else
         free(s->mem);
