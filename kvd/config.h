@@ -47,7 +47,8 @@
     X("spill_size", SIZE, spill_size, "1G", "size of a new spill store file; 0 disables the tier") \
     X("spill_page_max", SIZE, spill_page_max, "512K",                                              \
       "largest page (after conversion to FP8) a slot holds; fixes the slot size of a new store")   \
-    X("spill_queue_depth", UINT, spill_queue_depth, "32", "spill reads and writes in flight")     \
+    X("spill_queue_depth", UINT, spill_queue_depth, "0",                                          \
+      "spill reads and writes in flight; 0: as many as fit RLIMIT_MEMLOCK, at most 8")            \
     X("spill_sync", BOOL, spill_sync, "false",                                                     \
       "use pread/pwrite instead of io_uring (chosen automatically when io_uring is refused)")     \
     X("spill_on_stop", BOOL, spill_on_stop, "true",                                              \
