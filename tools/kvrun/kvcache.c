@@ -35,7 +35,8 @@ int kvcache_init(struct kvcache *c, const struct kv_layout *lay, unsigned max_to
     c->pages = aligned_alloc(KV_SEG_ALIGN, n_pages * pb);
     c->tail_k = calloc(tail, sizeof(float));
     c->tail_v = calloc(tail, sizeof(float));
-    if (!c->pages || !c->tail_k || !c->tail_v) {
+    c->ptr = calloc(n_pages, sizeof(*c->ptr));
+    if (!c->pages || !c->tail_k || !c->tail_v || !c->ptr) {
         kvcache_free(c);
         return -ENOMEM;
     }
@@ -47,6 +48,8 @@ void kvcache_free(struct kvcache *c)
     free(c->pages);
     free(c->tail_k);
     free(c->tail_v);
+    free(c->ptr);
+    free(c->scores);
     memset(c, 0, sizeof(*c));
 }
 
@@ -54,11 +57,26 @@ void kvcache_reset(struct kvcache *c)
 {
     c->n_tokens = 0;
     c->n_pages = 0;
+    memset(c->ptr, 0, (size_t)(c->max_tokens / c->lay.page_tokens) * sizeof(*c->ptr));
+    if (c->scores)
+        memset(c->scores, 0, (size_t)c->max_tokens * sizeof(float));
 }
 
 uint8_t *kvcache_page(const struct kvcache *c, unsigned i)
 {
-    return c->pages + (size_t)i * c->page_bytes;
+    return c->ptr[i] ? c->ptr[i] : c->pages + (size_t)i * c->page_bytes;
+}
+
+void kvcache_set_page(struct kvcache *c, unsigned i, uint8_t *p)
+{
+    c->ptr[i] = p;
+}
+
+int kvcache_enable_scores(struct kvcache *c)
+{
+    if (!c->scores)
+        c->scores = calloc(c->max_tokens, sizeof(float));
+    return c->scores ? 0 : -ENOMEM;
 }
 
 /* kernels/attn.h's paged kernel, one kv_attn_prefill call per run of queries in the same page:
@@ -68,16 +86,20 @@ uint8_t *kvcache_page(const struct kvcache *c, unsigned i)
  * query tiling, so a token's output is the same bits however its queries were batched. */
 static int attend_paged(const struct kv_layout *l, unsigned layer, unsigned n_q_heads,
                         const uint8_t *const *pages, const float *rk, const float *rv, unsigned r0,
-                        const float *q, unsigned q0, unsigned n_q, float *out)
+                        const float *q, unsigned q0, unsigned n_q, float *out, float *scores)
 {
-    const unsigned P = l->page_tokens;
+    const unsigned P = l->page_tokens, KH = l->n_kv_heads;
     const size_t row = (size_t)l->n_kv_heads * l->head_dim, qrow = (size_t)n_q_heads * l->head_dim;
     unsigned last = q0 + n_q - 1;
     struct kv_attn_block *bt = malloc(((size_t)last / P + 1) * sizeof(*bt));
+    float *sc = scores ? malloc((size_t)KH * (last + 1) * sizeof(float)) : NULL;
     int rc = 0;
 
-    if (!bt)
+    if (!bt || (scores && !sc)) {
+        free(bt);
+        free(sc);
         return -ENOMEM;
+    }
     for (unsigned p = 0; p < last / P; p++)
         bt[p] = (struct kv_attn_block){.page = pages[p], .n_tokens = P};
     for (unsigned i = 0; i < n_q && !rc;) {
@@ -98,16 +120,28 @@ static int attend_paged(const struct kv_layout *l, unsigned layer, unsigned n_q_
             .tail_dtype = KV_ATTN_F32,
             .n_tail = pos + nq - pg * P,
         };
+        /* mass on the stored pages only: the own page's tokens are not shared yet */
+        size_t n_ctx = (size_t)pg * P + a.n_tail, n_pg = (size_t)pg * P;
+        if (sc && n_pg) {
+            memset(sc, 0, KH * n_ctx * sizeof(float));
+            a.scores = sc;
+        }
         rc = kv_attn_prefill(&a);
+        if (!rc && a.scores)
+            for (unsigned k = 0; k < KH; k++)
+                for (size_t j = 0; j < n_pg; j++)
+                    scores[j] += sc[k * n_ctx + j];
         i += nq;
     }
     free(bt);
+    free(sc);
     return rc;
 }
 
 int kvcache_attend(const struct kv_layout *l, unsigned layer, unsigned n_q_heads,
                    const uint8_t *const *pages, unsigned n_pages, const float *rk, const float *rv,
-                   unsigned r0, unsigned n_r, const float *q, unsigned q0, unsigned n_q, float *out)
+                   unsigned r0, unsigned n_r, const float *q, unsigned q0, unsigned n_q, float *out,
+                   float *scores)
 {
     unsigned lastq = q0 + n_q - 1;
     if (n_q == 0 || kv_layout_check(l) || layer >= l->n_layers || n_q_heads % l->n_kv_heads ||
@@ -116,7 +150,7 @@ int kvcache_attend(const struct kv_layout *l, unsigned layer, unsigned n_q_heads
         return -EINVAL;
     const char *simple = getenv("KVRUN_SIMPLE_ATTN");
     if (!simple || !*simple)
-        return attend_paged(l, layer, n_q_heads, pages, rk, rv, r0, q, q0, n_q, out);
+        return attend_paged(l, layer, n_q_heads, pages, rk, rv, r0, q, q0, n_q, out, scores);
     return kvcache_attend_simple(l, layer, n_q_heads, pages, n_pages, rk, rv, r0, n_r, q, q0, n_q,
                                  out);
 }

@@ -30,6 +30,8 @@ struct kvcache {
     unsigned n_tokens;   /* tokens whose K/V are stored (pages + tail) */
     unsigned n_pages;    /* full pages (n_tokens / page_tokens after a forward) */
     uint8_t *pages;      /* max_tokens / page_tokens pages of page_bytes (owned) */
+    uint8_t **ptr;       /* per page: NULL (use pages) or a page elsewhere (kvd's arena) */
+    float *scores;       /* NULL, or [max_tokens] attention mass per cached token (H2O) */
     float *tail_k;       /* [n_layers][page_tokens][n_kv_heads][head_dim] f32 (owned) */
     float *tail_v;
 };
@@ -40,8 +42,16 @@ int kvcache_init(struct kvcache *c, const struct kv_layout *lay, unsigned max_to
 void kvcache_free(struct kvcache *c);
 /* Forgets every token (the buffers stay). */
 void kvcache_reset(struct kvcache *c);
-/* Page i (i < max_tokens / page_tokens). */
+/* Page i (i < max_tokens / page_tokens): c->ptr[i] when set, else the private buffer's page. */
 uint8_t *kvcache_page(const struct kvcache *c, unsigned i);
+/* Points page i at p (a page in kvd's arena, valid while its lease is held), or back at the
+ * private buffer when p is NULL. model_forward writes pages it completes through kvcache_page, so
+ * a page pointed at a freshly allocated arena page is filled in place. */
+void kvcache_set_page(struct kvcache *c, unsigned i, uint8_t *p);
+/* Turns on score accumulation: every forward pass then ADDS, for each token in a full page that a
+ * query attends to in stored form, its attention probability summed over query heads and layers to
+ * c->scores[token]. The caller reads and zeroes them. 0 or -ENOMEM. */
+int kvcache_enable_scores(struct kvcache *c);
 
 /*
  * Attention of one layer for n_q consecutive query tokens at positions q0 .. q0 + n_q - 1,
@@ -51,12 +61,14 @@ uint8_t *kvcache_page(const struct kvcache *c, unsigned i);
  *   rk, rv: f32 K and V of positions r0 .. r0 + n_r - 1, [n_r][n_kv_heads][head_dim], covering
  *           from the first query's page start to the last query; r0 a multiple of page_tokens
  *   q, out: [n_q][n_q_heads][head_dim]
+ *   scores: NULL, or per token of the pages: attention mass ADDED (summed over query heads) for
+ *           positions attended in stored form (scores[t] for t < own page start)
  * 0, -EINVAL (geometry), -ENOMEM, or the dequantizer's error.
  */
 int kvcache_attend(const struct kv_layout *l, unsigned layer, unsigned n_q_heads,
                    const uint8_t *const *pages, unsigned n_pages, const float *rk, const float *rv,
-                   unsigned r0, unsigned n_r, const float *q, unsigned q0, unsigned n_q,
-                   float *out);
+                   unsigned r0, unsigned n_r, const float *q, unsigned q0, unsigned n_q, float *out,
+                   float *scores);
 /* The same function computed simply (per query, two-pass softmax over the dequantized pages): the
  * check for the paged kernel, and what kvcache_attend runs when $KVRUN_SIMPLE_ATTN is set. */
 int kvcache_attend_simple(const struct kv_layout *l, unsigned layer, unsigned n_q_heads,

