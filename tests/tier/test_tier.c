@@ -376,3 +376,37 @@ Test(tier, wide_pages_come_back_demoted_then_exact_commit_replaces, .fini = tear
     free(back);
     kvc_close(c);
 }
+
+/* Operator eviction purges a prefix from memory and disk alike: after a restart (which re-indexes
+ * the store, and after a clean stop that writes resident pages to it) the chain stays gone, while
+ * another chain in the same store comes back. */
+#include "proto.h"
+
+Test(tier, evicted_then_restart_stays_gone, .init = setup, .fini = teardown, .timeout = 90)
+{
+    struct kvc *c = open_client();
+    struct kvc_hash a[CHAIN], b[481], k[60];
+    write_chain(c, 20, CHAIN, a);
+    write_chain(c, 21, 481, b); /* A goes to disk */
+    uint64_t want = CHAIN;
+    struct kvc_stats s;
+    cr_assert_eq(kvt_stats_until(c, spilled_at_least, &want, 20000, &s), 0);
+    write_chain(c, 22, 60, k); /* a chain that must survive */
+    struct kvc_info info;
+    kvc_get_info(c, &info);
+    struct kvp_admin_key key = {.ns_id = info.ns_id};
+    memcpy(key.hash, a[0].b, sizeof(key.hash)); /* the whole of A: its first block and all after */
+    struct kvp_admin_evict ev;
+    size_t len = 0;
+    cr_assert_eq(kvc_admin(c, KVP_ADMIN_EVICT, &key, sizeof(key), &ev, sizeof(ev), &len, NULL), 0);
+    cr_assert_geq(ev.spill_dropped + ev.evicted, CHAIN, "dropped %u + evicted %u",
+                  ev.spill_dropped, ev.evicted);
+    cr_assert_eq(read_chain(c, a, CHAIN), 0, "gone at once");
+    kvc_close(c);
+    cr_assert_eq(kvt_kvd_stop(&kvd), 0);
+    cr_assert_eq(kvt_kvd_restart(&kvd), 0);
+    c = open_client();
+    cr_assert_eq(read_chain(c, a, CHAIN), 0, "and stays gone after a restart");
+    cr_assert_eq(read_chain(c, k, 60), 60, "while the other chain comes back");
+    kvc_close(c);
+}
