@@ -210,7 +210,7 @@ int share_demo(struct model *m, const struct share_opts *o)
 {
     const unsigned N = o->workers, P = o->page_tokens;
     struct kv_layout lay = model_kv_layout(m, o->fmt, o->page_tokens, o->group);
-    char *qs = strdup(o->questions), *q[SHARE_MAX_WORKERS + 1], *save = NULL, *sys = NULL;
+    char *qs = strdup(o->questions), *q[SHARE_MAX_WORKERS + 2], *save = NULL, *sys = NULL;
     int32_t *ids[SHARE_MAX_WORKERS + 1] = {0}, *sys_ids = NULL;
     size_t n[SHARE_MAX_WORKERS + 1] = {0}, n_sys = 0;
     unsigned nq = 0;
@@ -220,11 +220,14 @@ int share_demo(struct model *m, const struct share_opts *o)
 
     if (!qs || N < 1 || N > SHARE_MAX_WORKERS || o->n_gen > SHARE_MAX_GEN)
         goto out_free;
-    for (char *t = strtok_r(qs, "\n", &save); t && nq <= N; t = strtok_r(NULL, "\n", &save))
+    for (char *t = strtok_r(qs, "\n", &save); t && nq < SHARE_MAX_WORKERS + 2;
+         t = strtok_r(NULL, "\n", &save))
         if (*t)
             q[nq++] = t;
     if (nq < N + 1) {
-        fprintf(stderr, "kvrun share: need %u questions (one per worker, then a follow-up)\n",
+        fprintf(stderr,
+                "kvrun share: need %u questions (one per worker; the last line is the "
+                "follow-up)\n",
                 N + 1);
         goto out_free;
     }
@@ -295,18 +298,18 @@ out_report:;
         share_attach(&s, o->run_dir, o->model_path, &lay, P) && kvc_stats(s.c, &ks) == 0;
     kvshare_close(&s);
     unsigned skipped = 0, computed = 0, prompt = 0, pages_sum = 0, reports = 0;
-    char ans[72];
-    printf("%-7s %-34s %6s %7s %8s %8s  %s\n", "worker", "question", "prompt", "cached", "computed",
-           "TTFT ms", "answer (greedy)");
+    char ans[56];
+    printf("%-6s %-44.44s %6s %6s %8s %7s  %s\n", "worker", "question", "prompt", "cached",
+           "computed", "TTFT ms", "answer (greedy)");
     for (unsigned w = 0; w <= N; w++) {
         const struct conv *r = &res[w];
         if (!r->prompt)
             continue;
         answer_text(m, r, ans, sizeof(ans));
-        char qb[40];
-        snprintf(qb, sizeof(qb), "%s%.*s", w == N ? "(conv. 0 cont.) " : "", w == N ? 17 : 34,
-                 q[w]);
-        printf("%-7u %-34s %6u %7u %8u %8.0f  %s\n", w, qb, r->prompt, r->skipped, r->computed,
+        char qb[48];
+        snprintf(qb, sizeof(qb), "%s%s", w == N ? "(0, follow-up) " : "",
+                 w == N ? q[nq - 1] : q[w]);
+        printf("%-6u %-44.44s %6u %6u %8u %7.0f  %s\n", w, qb, r->prompt, r->skipped, r->computed,
                r->ttft_ms, ans);
         skipped += r->skipped;
         computed += r->computed;
