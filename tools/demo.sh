@@ -14,8 +14,9 @@ if [ "${1:-}" = "--synthetic" ]; then
   shift
 fi
 tools/bootstrap.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j"$(nproc)" --target kvd kvdemo kvctl kvrun 2>&1 | grep -E "error|warning" || true
+b=${KVD_BUILD_DIR:-build}
+cmake -S . -B "$b" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$b" -j"$(nproc)" --target kvd kvdemo kvctl kvrun 2>&1 | grep -E "error|warning" || true
 
 work=$(mktemp -d /tmp/kvd-demo.XXXXXX)
 kvd_pid=
@@ -24,18 +25,18 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-./build/kvd/kvd --run-dir "$work/run" --state-dir "$work/state" 2>"$work/kvd.log" &
+./"$b"/kvd/kvd --run-dir "$work/run" --state-dir "$work/state" 2>"$work/kvd.log" &
 kvd_pid=$!
 for _ in $(seq 100); do [ -S "$work/run/kvd.sock" ] && break; sleep 0.1; done
 sed 's/^/  kvd| /' "$work/kvd.log"
 echo
 if [ "$synthetic" = 1 ]; then
-  ./build/tools/kvdemo/kvdemo --run-dir "$work/run" "$@"
+  ./"$b"/tools/kvdemo/kvdemo --run-dir "$work/run" "$@"
 else
-  ./build/tools/kvrun/kvrun share --kvd "$work/run" --file tools/kvrun/texts/system.txt \
+  ./"$b"/tools/kvrun/kvrun share --kvd "$work/run" --file tools/kvrun/texts/system.txt \
     --questions tools/kvrun/texts/questions.txt --workers 4 -n 24 --format fp8_e4m3 "$@"
 fi
-if [ -x build/tools/kvctl/kvctl ]; then
+if [ -x "$b"/tools/kvctl/kvctl ]; then
   echo
-  ./build/tools/kvctl/kvctl --run-dir "$work/run" stats || true
+  ./"$b"/tools/kvctl/kvctl --run-dir "$work/run" stats || true
 fi

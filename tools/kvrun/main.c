@@ -104,15 +104,19 @@ static int cmd_logits(struct model *m, const struct opts *o, const char *text, s
     if (o->kvd && share_attach(&s, o->kvd, o->model_path, lay, (unsigned)n) &&
         (rc = kvcache_enable_scores(&c)))
         goto out_cache;
+    double t0 = now_s();
     if ((rc = share_prefill(&s, m, &c, ids, (unsigned)n, logits)))
         goto out_cache;
+    double t_prefill = now_s() - t0;
     kvshare_report_scores(&s, &c);
     if (s.c)
         fprintf(stderr,
                 "kvrun: kvd: prompt %zu tokens, %u from the cache (%u pages), %u computed "
-                "(%u pages committed, %u dedup, %u waits)\n",
+                "(%u pages committed, %u dedup, %u waits); prefill %.1f ms\n",
                 n, s.st.tokens_skipped, s.st.pages_hit, s.st.tokens_computed, s.st.pages_computed,
-                s.st.pages_dedup, s.st.busy_waits);
+                s.st.pages_dedup, s.st.busy_waits, t_prefill * 1e3);
+    else
+        fprintf(stderr, "kvrun: prompt %zu tokens, prefill %.1f ms (no kvd)\n", n, t_prefill * 1e3);
     for (size_t i = 0; i < n; i++)
         printf(i ? " %d" : "%d", ids[i]);
     printf("\n");
