@@ -6,26 +6,9 @@
 
 #include "mem.h"
 
-static size_t slot_of(uint32_t id, size_t cap)
-{
-    return (size_t)((id * 0x9e3779b1u) & (cap - 1));
-}
-
-static struct kv_lease_slot *find(const struct kv_leases *l, uint32_t id)
-{
-    if (!l->cap)
-        return NULL;
-    for (size_t i = slot_of(id, l->cap);; i = (i + 1) & (l->cap - 1)) {
-        if (!l->slots[i].count)
-            return NULL;
-        if (l->slots[i].id == id)
-            return &l->slots[i];
-    }
-}
-
 static void put(struct kv_lease_slot *slots, size_t cap, uint32_t id, uint32_t count)
 {
-    size_t i = slot_of(id, cap);
+    size_t i = kv_leases_home(id, cap);
     while (slots[i].count)
         i = (i + 1) & (cap - 1);
     slots[i].id = id;
@@ -51,30 +34,18 @@ int kv_leases_reserve(struct kv_leases *l, size_t n)
     return 0;
 }
 
-int kv_leases_add(struct kv_leases *l, uint32_t id)
+int kv_leases_add_key(struct kv_leases *l, uint32_t id)
 {
-    struct kv_lease_slot *s = find(l, id);
-    if (s) {
-        s->count++;
-    } else {
-        if ((l->n + 1) * 4 > l->cap * 3)
-            return -ENOSPC;
-        put(l->slots, l->cap, id, 1);
-        l->n++;
-    }
+    if ((l->n + 1) * 4 > l->cap * 3)
+        return -ENOSPC;
+    put(l->slots, l->cap, id, 1);
+    l->n++;
     l->total++;
     return 0;
 }
 
-uint32_t kv_leases_get(const struct kv_leases *l, uint32_t id)
+int kv_leases_drop_slot(struct kv_leases *l, struct kv_lease_slot *s)
 {
-    struct kv_lease_slot *s = find(l, id);
-    return s ? s->count : 0;
-}
-
-int kv_leases_drop(struct kv_leases *l, uint32_t id)
-{
-    struct kv_lease_slot *s = find(l, id);
     if (!s)
         return -ENOENT;
     l->total--;
@@ -86,7 +57,7 @@ int kv_leases_drop(struct kv_leases *l, uint32_t id)
         j = (j + 1) & (l->cap - 1);
         if (!l->slots[j].count)
             break;
-        size_t home = slot_of(l->slots[j].id, l->cap);
+        size_t home = kv_leases_home(l->slots[j].id, l->cap);
         /* move j back to i if home is not cyclically in (i, j] */
         if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
             l->slots[i] = l->slots[j];

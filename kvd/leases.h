@@ -24,13 +24,61 @@ struct kv_leases {
 
 /* Make sure n more keys fit without allocating. 0 or -ENOMEM (nothing changed). */
 int kv_leases_reserve(struct kv_leases *l, size_t n);
-/* Add one lease on id. Needs room (reserve first): -ENOSPC otherwise. */
-int kv_leases_add(struct kv_leases *l, uint32_t id);
-/* Leases held on id (0 if none). */
-uint32_t kv_leases_get(const struct kv_leases *l, uint32_t id);
-/* Drop one lease on id; -ENOENT if none held. */
-int kv_leases_drop(struct kv_leases *l, uint32_t id);
 void kv_leases_free(struct kv_leases *l);
+
+/* Out of line: the key's first lease (needs room, else -ENOSPC) / its last lease (-ENOENT if
+ * none is held). kv_leases_add and kv_leases_drop below take the common paths inline: a lookup
+ * or release pins or unpins every page of a chain, one call per page. */
+int kv_leases_add_key(struct kv_leases *l, uint32_t id);
+int kv_leases_drop_slot(struct kv_leases *l, struct kv_lease_slot *s);
+
+/* The home slot of id in a table of cap slots. */
+static inline size_t kv_leases_home(uint32_t id, size_t cap)
+{
+    return (size_t)((id * 0x9e3779b1u) & (cap - 1));
+}
+
+/* The slot holding id, or NULL. */
+static inline struct kv_lease_slot *kv_leases_slot(const struct kv_leases *l, uint32_t id)
+{
+    if (!l->cap)
+        return NULL;
+    for (size_t i = kv_leases_home(id, l->cap);; i = (i + 1) & (l->cap - 1)) {
+        if (!l->slots[i].count)
+            return NULL;
+        if (l->slots[i].id == id)
+            return &l->slots[i];
+    }
+}
+
+/* Add one lease on id. Needs room (reserve first): -ENOSPC otherwise. */
+static inline int kv_leases_add(struct kv_leases *l, uint32_t id)
+{
+    struct kv_lease_slot *s = kv_leases_slot(l, id);
+    if (!s)
+        return kv_leases_add_key(l, id);
+    s->count++;
+    l->total++;
+    return 0;
+}
+
+/* Leases held on id (0 if none). */
+static inline uint32_t kv_leases_get(const struct kv_leases *l, uint32_t id)
+{
+    struct kv_lease_slot *s = kv_leases_slot(l, id);
+    return s ? s->count : 0;
+}
+
+/* Drop one lease on id; -ENOENT if none held. One probe. */
+static inline int kv_leases_drop(struct kv_leases *l, uint32_t id)
+{
+    struct kv_lease_slot *s = kv_leases_slot(l, id);
+    if (!s || s->count == 1)
+        return kv_leases_drop_slot(l, s);
+    s->count--;
+    l->total--;
+    return 0;
+}
 
 #define kv_leases_foreach(l, s)                                                                    \
     for (struct kv_lease_slot *s = (l)->slots; s && s < (l)->slots + (l)->cap; s++)                \

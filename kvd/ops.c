@@ -20,6 +20,7 @@ struct req {
     const uint8_t *rid;
     size_t rid_len;
     struct kv_client *c; /* NULL before ATTACH */
+    uint64_t now_ms;     /* kv_now_ms() when the request was taken up */
     struct kvp_msg m;
 };
 
@@ -85,7 +86,7 @@ static void op_attach(struct req *r, const char *user_id)
         }
     }
     /* the pid ZAP saw on this ZeroMQ connection must be the pid of the side channel */
-    if (!c || !user_id || c->peer.pid <= 0 || atoi(user_id) != (int)c->peer.pid) {
+    if (!c || !user_id || c->peer.pid <= 0 || strcmp(user_id, c->pid_text) != 0) {
         kv_notice("ATTACH refused: %s (ZeroMQ peer pid %s)",
                   c ? "pid differs from the side channel's" : "unknown token",
                   user_id ? user_id : "?");
@@ -111,7 +112,7 @@ static void op_attach(struct req *r, const char *user_id)
     c->rid_len = (uint8_t)r->rid_len;
     kvd_rid_add(d, (uint32_t)(c - d->clients));
     sodium_memzero(c->token, sizeof(c->token));
-    c->last_seen_ms = kv_now_ms();
+    c->last_seen_ms = r->now_ms;
     kv_info("client %u (pid %d uid %u) attached to '%s'", c->id, (int)c->peer.pid,
             (unsigned)c->peer.uid, ns->name);
     struct kvp_attach_rep rep = {
@@ -134,7 +135,7 @@ static int follows(struct kv_inode *in, const uint8_t *prev)
 {
     struct kv_page *pg = kv_pool_page_of(in);
     const uint8_t *parent = pg ? pg->parent_hash : kvd_tier_parent(in);
-    return memcmp(parent, prev, KVP_HASH_BYTES) == 0;
+    return kv_hash_eq(parent, prev);
 }
 
 /* The index node of chain element i if it continues the chain, else NULL. */
@@ -169,11 +170,14 @@ static void walk_chain(struct kvd *d, struct kv_client *c, const struct kvp_msg 
 
     w->stop = NULL;
     w->stale = 0;
-    for (; i < m->hdr.count; i++) {
-        struct kv_inode *in = chain_node(d, c, m, i);
+    for (const uint8_t *h = m->elems; i < m->hdr.count; i++, h += KVP_HASH_BYTES) {
+        struct kv_inode *in = kv_pool_find(&d->pool, c->ns->id, h);
         struct kv_page *pg = kv_pool_page_of(in);
-        if (!pg || pg->state != KV_PAGE_COMMITTED || (pin && pg->refs >= KVD_MAX_REFS)) {
-            w->stop = in;
+        /* the common case inline: a committed page that follows the previous element (what
+         * chain_node checks, for a page) */
+        if (!pg || (i > 0 && !kv_hash_eq(pg->parent_hash, h - KVP_HASH_BYTES)) ||
+            pg->state != KV_PAGE_COMMITTED || (pin && pg->refs >= KVD_MAX_REFS)) {
+            w->stop = in && i > 0 && !follows(in, h - KVP_HASH_BYTES) ? NULL : in;
             break;
         }
         d->walk[i] = pg;
@@ -273,7 +277,7 @@ static void op_lookup(struct req *r, const uint8_t *frame, size_t len)
 {
     struct kvd *d = r->d;
     const struct kvp_lookup *l = &r->m.u.lookup;
-    uint64_t now = kv_now_ms(), deadline = now + l->wait_ms;
+    uint64_t now = r->now_ms, deadline = now + l->wait_ms;
     struct chain_walk w;
 
     walk_chain(d, r->c, &r->m, &w);
@@ -305,7 +309,7 @@ void kvd_eval_waiters(struct kvd *d, uint64_t now)
     for (uint32_t i = 0; i < d->nwaiters;) {
         struct kv_waiter *w = &d->waiters[i];
         struct kv_client *c = &d->clients[w->slot];
-        struct req r = {.d = d, .c = c, .rid = c->rid, .rid_len = c->rid_len};
+        struct req r = {.d = d, .c = c, .rid = c->rid, .rid_len = c->rid_len, .now_ms = now};
 
         if ((!changed && now < w->next_check_ms) ||
             kvp_decode_request(w->frame, w->frame_len, KVP_MAX_FRAME, &r.m) != KVP_OK) {
@@ -435,13 +439,13 @@ static void op_release(struct req *r)
     uint32_t n = r->m.hdr.count, ok = 0;
     int pending_freed = 0;
 
-    /* tentatively drop every lease; undo all if one is not held (duplicates count) */
+    /* tentatively drop every lease (one probe each: dropping fails if none is held); undo all
+     * if one is not held (duplicates count) */
     for (; ok < n; ok++) {
         uint32_t id;
         memcpy(&id, r->m.elems + (size_t)ok * 4, 4);
-        if (kv_leases_get(&c->leases, id) == 0)
+        if (kv_leases_drop(&c->leases, id) != 0)
             break;
-        kv_leases_drop(&c->leases, id);
     }
     if (ok < n) {
         kv_leases_reserve(&c->leases, ok); /* re-adding keys we just removed needs no growth */
@@ -519,9 +523,9 @@ static void op_stats(struct req *r)
 /* ---- dispatch -------------------------------------------------------------------------------- */
 
 static void dispatch(struct kvd *d, const uint8_t *rid, size_t rid_len, const char *user_id,
-                     const uint8_t *frame, size_t len)
+                     const uint8_t *frame, size_t len, uint64_t now_ms)
 {
-    struct req r = {.d = d, .rid = rid, .rid_len = rid_len};
+    struct req r = {.d = d, .rid = rid, .rid_len = rid_len, .now_ms = now_ms};
     int st;
 
     r.c = client_by_rid(d, rid, rid_len);
@@ -534,12 +538,12 @@ static void dispatch(struct kvd *d, const uint8_t *rid, size_t rid_len, const ch
     }
     if (r.c) {
         /* the routing id alone is guessable: the connection's pid (from ZAP) must still be the
-         * client's */
-        if (!user_id || atoi(user_id) != (int)r.c->peer.pid) {
+         * client's (compared as the text ZAP wrote: no parsing per request) */
+        if (!user_id || strcmp(user_id, r.c->pid_text) != 0) {
             reply_status(&r, KVP_E_BAD_TOKEN);
             return;
         }
-        r.c->last_seen_ms = kv_now_ms();
+        r.c->last_seen_ms = now_ms;
         r.c->requests++;
     }
     if (r.m.hdr.op == KVP_OP_ATTACH) {
@@ -572,9 +576,11 @@ static const uint64_t lat_bounds_us[KVD_LAT_NBOUNDS] = {KVD_LAT_BOUNDS_US};
 void kvd_handle_request(struct kvd *d, const uint8_t *rid, size_t rid_len, const char *user_id,
                         const uint8_t *frame, size_t len)
 {
+    /* one clock reading serves the histogram and the handler's notion of now */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    dispatch(d, rid, rid_len, user_id, frame, len);
+    dispatch(d, rid, rid_len, user_id, frame, len,
+             (uint64_t)t0.tv_sec * 1000 + (uint64_t)t0.tv_nsec / 1000000);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     uint64_t us = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000 +
                   (uint64_t)((t1.tv_nsec - t0.tv_nsec) / 1000);

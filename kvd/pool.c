@@ -21,23 +21,10 @@ static const uint8_t zero_hash[KVP_HASH_BYTES];
 
 /* ---- index ------------------------------------------------------------------------------- */
 
-/* Bucket of (ns, hash). Block hashes come from clients, so the bucket is a keyed hash of all of it
- * with a per-daemon random secret (a 64x64->128 multiply-fold, as wyhash does): a client that does
- * not know the secret cannot aim keys at one bucket. SipHash would be the conservative choice, but
- * it costs ~30 ns a probe, 2 us on a 64-page lookup, where this costs ~2 ns; and a client able to
- * attach may write any page of the arena anyway, so it is not the adversary this guards against. */
-static uint64_t idx_mix(const struct kv_pool *p, uint32_t ns_id, const uint8_t *hash)
-{
-    uint64_t lo, hi;
-    memcpy(&lo, hash, 8);
-    memcpy(&hi, hash + 8, 8);
-    __uint128_t m = (__uint128_t)(lo ^ p->idx_key[0]) * (hi ^ p->idx_key[1] ^ ns_id);
-    return (uint64_t)m ^ (uint64_t)(m >> 64);
-}
-
+/* Bucket of (ns, hash): see kv_pool_idx_mix in pool.h for why the hash is keyed. */
 static size_t idx_bucket(const struct kv_pool *p, uint32_t ns_id, const uint8_t *hash)
 {
-    return (size_t)(idx_mix(p, ns_id, hash) & (p->nbuckets - 1));
+    return (size_t)(kv_pool_idx_mix(p, ns_id, hash) & (p->nbuckets - 1));
 }
 
 static void idx_grow(struct kv_pool *p)
@@ -50,7 +37,7 @@ static void idx_grow(struct kv_pool *p)
         struct kv_inode *n = p->buckets[i], *next;
         for (; n; n = next) {
             next = n->next;
-            size_t j = (size_t)(idx_mix(p, n->ns_id, n->hash) & (nb - 1));
+            size_t j = (size_t)(kv_pool_idx_mix(p, n->ns_id, n->hash) & (nb - 1));
             n->next = b[j];
             b[j] = n;
         }
@@ -103,22 +90,6 @@ void kv_pool_unindex(struct kv_pool *p, struct kv_inode *n)
 {
     if (n->kind != KV_INODE_NONE)
         idx_remove(p, n);
-}
-
-struct kv_inode *kv_pool_find(struct kv_pool *p, uint32_t ns_id, const uint8_t *hash)
-{
-    struct kv_inode *n = p->buckets[idx_bucket(p, ns_id, hash)];
-    for (; n; n = n->next)
-        if (n->ns_id == ns_id && memcmp(n->hash, hash, KVP_HASH_BYTES) == 0)
-            return n;
-    return NULL;
-}
-
-struct kv_page *kv_pool_page_of(struct kv_inode *in)
-{
-    if (!in || in->kind != KV_INODE_PAGE)
-        return NULL;
-    return (struct kv_page *)((char *)in - offsetof(struct kv_page, in));
 }
 
 /* ---- pool ---------------------------------------------------------------------------------- */
@@ -224,19 +195,6 @@ struct kv_ns *kv_pool_ns_by_id(struct kv_pool *p, uint32_t id)
     return (id >= 1 && id <= p->n_ns) ? p->ns[id - 1] : NULL;
 }
 
-uint64_t kv_pool_page_offset(const struct kv_pool *p, const struct kv_page *pg)
-{
-    uint32_t slot = pg->id & 0xffff;
-    return (uint64_t)pg->chunk->idx * p->chunk_bytes + (uint64_t)slot * pg->chunk->ns->page_bytes;
-}
-
-struct kv_page *kv_pool_page_by_id(struct kv_pool *p, uint32_t id)
-{
-    uint32_t ci = id >> 16, slot = id & 0xffff;
-    if (ci >= p->nchunks || !p->chunks[ci].ns || slot >= p->chunks[ci].npages)
-        return NULL;
-    return &p->chunks[ci].pages[slot];
-}
 
 static void partial_remove(struct kv_ns *ns, struct kv_chunk *c)
 {
@@ -443,13 +401,6 @@ int kv_pool_set_pending(struct kv_pool *p, struct kv_page *pg, const uint8_t *ha
     return 0;
 }
 
-void kv_pool_ref(struct kv_pool *p, struct kv_page *pg)
-{
-    if (pg->pol.linked)
-        p->pol_ops->remove(pg->chunk->ns->pol, &pg->pol);
-    pg->refs++;
-}
-
 void kv_pool_unref(struct kv_pool *p, struct kv_page *pg)
 {
     assert(pg->refs > 0);
@@ -548,12 +499,6 @@ int kv_pool_commit(struct kv_pool *p, struct kv_page *pg, const uint8_t *hash,
     ns->ncommitted++;
     *winner = pg;
     return 0;
-}
-
-void kv_pool_touch(struct kv_pool *p, struct kv_page *pg)
-{
-    pg->hits++;
-    p->pol_ops->touch(pg->chunk->ns->pol, &pg->pol);
 }
 
 int kv_pool_add_scores(struct kv_pool *p, struct kv_page *pg, const float *mass, unsigned n)

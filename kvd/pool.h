@@ -32,6 +32,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kv_format.h"
 #include "policy.h"
@@ -163,8 +164,14 @@ int kv_pool_set_pending(struct kv_pool *p, struct kv_page *pg, const uint8_t *ha
 int kv_pool_commit(struct kv_pool *p, struct kv_page *pg, const uint8_t *hash,
                    const uint8_t *parent, uint16_t ntok, struct kv_page **winner);
 
-/* Take / drop one lease. Dropping the last lease of a WRITING page frees it. */
-void kv_pool_ref(struct kv_pool *p, struct kv_page *pg);
+/* Take / drop one lease. Dropping the last lease of a WRITING page frees it. (Taking one is
+ * inline: a lookup takes one per page of its chain.) */
+static inline void kv_pool_ref(struct kv_pool *p, struct kv_page *pg)
+{
+    if (pg->pol.linked)
+        p->pol_ops->remove(pg->chunk->ns->pol, &pg->pol); /* a pinned page is no victim */
+    pg->refs++;
+}
 void kv_pool_unref(struct kv_pool *p, struct kv_page *pg);
 
 /* Index a foreign node (a spill record) under (ns_id, hash); the key must not be indexed yet
@@ -177,16 +184,76 @@ void kv_pool_unindex(struct kv_pool *p, struct kv_inode *n);
  * has children. The drop hook runs (its spill slot is invalidated); nothing is spilled. */
 int kv_pool_evict_page(struct kv_pool *p, struct kv_page *pg);
 
-/* Index lookup: the node for (ns, hash), or NULL. */
-struct kv_inode *kv_pool_find(struct kv_pool *p, uint32_t ns_id, const uint8_t *hash);
-struct kv_page *kv_pool_page_of(struct kv_inode *in);
+/* Two block hashes equal? (Inline: the chain walk of a lookup compares two per element.) */
+_Static_assert(KVP_HASH_BYTES == 16, "kv_hash_eq compares two 64-bit words");
+static inline int kv_hash_eq(const uint8_t *a, const uint8_t *b)
+{
+    uint64_t a0, a1, b0, b1;
+    memcpy(&a0, a, 8);
+    memcpy(&a1, a + 8, 8);
+    memcpy(&b0, b, 8);
+    memcpy(&b1, b + 8, 8);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+}
+
+/* Bucket hash of (ns, hash), before masking. Block hashes come from clients, so it is a keyed
+ * hash of all of it with a per-daemon random secret (a 64x64->128 multiply-fold, as wyhash does):
+ * a client that does not know the secret cannot aim keys at one bucket. SipHash would be the
+ * conservative choice, but it costs ~30 ns a probe, 2 us on a 64-page lookup, where this costs
+ * ~2 ns; and a client able to attach may write any page of the arena anyway, so it is not the
+ * adversary this guards against. */
+static inline uint64_t kv_pool_idx_mix(const struct kv_pool *p, uint32_t ns_id,
+                                       const uint8_t *hash)
+{
+    uint64_t lo, hi;
+    memcpy(&lo, hash, 8);
+    memcpy(&hi, hash + 8, 8);
+    __uint128_t m = (__uint128_t)(lo ^ p->idx_key[0]) * (hi ^ p->idx_key[1] ^ ns_id);
+    return (uint64_t)m ^ (uint64_t)(m >> 64);
+}
+
+/* Index lookup: the node for (ns, hash), or NULL. Inline: a lookup probes once per element. */
+static inline struct kv_inode *kv_pool_find(struct kv_pool *p, uint32_t ns_id,
+                                            const uint8_t *hash)
+{
+    struct kv_inode *n = p->buckets[kv_pool_idx_mix(p, ns_id, hash) & (p->nbuckets - 1)];
+    for (; n; n = n->next)
+        if (n->ns_id == ns_id && kv_hash_eq(n->hash, hash))
+            return n;
+    return NULL;
+}
+
+/* The page an index node names, or NULL (no node, or a spill record). */
+static inline struct kv_page *kv_pool_page_of(struct kv_inode *in)
+{
+    if (!in || in->kind != KV_INODE_PAGE)
+        return NULL;
+    return (struct kv_page *)((char *)in - offsetof(struct kv_page, in));
+}
 
 /* A page hit by a lookup: counts and tells the policy. */
-void kv_pool_touch(struct kv_pool *p, struct kv_page *pg);
+static inline void kv_pool_touch(struct kv_pool *p, struct kv_page *pg)
+{
+    pg->hits++;
+    p->pol_ops->touch(pg->chunk->ns->pol, &pg->pol);
+}
 
-/* Page by id, or NULL for an id that names no page of the arena. */
-struct kv_page *kv_pool_page_by_id(struct kv_pool *p, uint32_t id);
-uint64_t kv_pool_page_offset(const struct kv_pool *p, const struct kv_page *pg);
+/* Page by id, or NULL for an id that names no page of the arena. Inline, with the next one:
+ * every page of every request takes them. */
+static inline struct kv_page *kv_pool_page_by_id(struct kv_pool *p, uint32_t id)
+{
+    uint32_t ci = id >> 16, slot = id & 0xffff;
+    if (ci >= p->nchunks || !p->chunks[ci].ns || slot >= p->chunks[ci].npages)
+        return NULL;
+    return &p->chunks[ci].pages[slot];
+}
+
+/* Where a page starts in the arena. */
+static inline uint64_t kv_pool_page_offset(const struct kv_pool *p, const struct kv_page *pg)
+{
+    uint32_t slot = pg->id & 0xffff;
+    return (uint64_t)pg->chunk->idx * p->chunk_bytes + (uint64_t)slot * pg->chunk->ns->page_bytes;
+}
 
 /* Evict one victim of ns (or of any namespace when ns is NULL). 0, or -ENOENT if none. */
 int kv_pool_evict_one(struct kv_pool *p, struct kv_ns *ns);

@@ -265,6 +265,7 @@ static void side_accept(struct kvd *d)
         c->state = KV_CLIENT_HELLO;
         c->admin = (uint8_t)admin;
         c->peer = peer;
+        snprintf(c->pid_text, sizeof(c->pid_text), "%d", (int)peer.pid);
         c->side_fd = fd;
         c->pidfd = -1;
         c->created_ms = c->last_seen_ms = kv_now_ms();
@@ -354,6 +355,15 @@ static int parse_ipc_peer(const char *addr, size_t len, struct kv_peer *p)
     return 0;
 }
 
+/* ZMQ_FD is edge-triggered: the fd only signals commands (a new message, a peer) arriving for the
+ * socket, and any call on the socket may consume that signal, so a socket must be drained until
+ * nothing is readable after every wake-up and every send, or the loop stalls. The drain loops
+ * (router_drain, zap_handle) receive with ZMQ_DONTWAIT until EAGAIN, and that EAGAIN is the
+ * proof: in libzmq a non-blocking receive that finds no message processes every pending command
+ * of the socket (socket_base_t::recv -> process_commands(0, false)) and tries once more before it
+ * gives up, which is what a ZMQ_EVENTS query without POLLIN proves too. Asking ZMQ_EVENTS as well,
+ * before and after, cost two more poll() syscalls per wake-up and told nothing new. Replies sent
+ * during a drain are followed by its final receive, so the rule holds for them as well. */
 static void zap_handle(struct kvd *d)
 {
     for (;;) {
@@ -363,8 +373,10 @@ static void zap_handle(struct kvd *d)
             zmq_msg_init(&part[nparts]);
             if (zmq_msg_recv(&part[nparts], d->zap, ZMQ_DONTWAIT) < 0) {
                 zmq_msg_close(&part[nparts]);
+                if (nparts == 0 && zmq_errno() == EINTR)
+                    continue;
                 if (nparts == 0)
-                    return; /* nothing pending */
+                    return; /* EAGAIN: drained (see above) */
                 break;
             }
             more = zmq_msg_more(&part[nparts]);
@@ -386,6 +398,7 @@ static void zap_handle(struct kvd *d)
             if (peer_allowed(d, -1, &peer, &admin)) {
                 status = "200";
                 text = "OK";
+                /* the same text as kv_client.pid_text: dispatch compares them */
                 snprintf(uid_text, sizeof(uid_text), "%d", (int)peer.pid);
             } else {
                 status = "400";
@@ -416,7 +429,9 @@ static void router_drain(struct kvd *d)
         zmq_msg_init(&rid);
         if (zmq_msg_recv(&rid, d->router, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&rid);
-            return;
+            if (zmq_errno() == EINTR)
+                continue;
+            return; /* EAGAIN: drained (see above zap_handle) */
         }
         zmq_msg_init(&body);
         if (!zmq_msg_more(&rid) || zmq_msg_recv(&body, d->router, ZMQ_DONTWAIT) < 0) {
@@ -445,18 +460,6 @@ static void router_drain(struct kvd *d)
         }
         zmq_msg_close(&rid);
         zmq_msg_close(&body);
-    }
-}
-
-/* ZMQ_FD is edge-triggered: keep going until ZMQ_EVENTS shows nothing readable. */
-static void zsock_service(struct kvd *d, void *sock, void (*fn)(struct kvd *))
-{
-    for (;;) {
-        int ev = 0;
-        size_t sz = sizeof(ev);
-        if (zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &sz) != 0 || !(ev & ZMQ_POLLIN))
-            return;
-        fn(d);
     }
 }
 
@@ -720,6 +723,7 @@ int kvd_run(struct kvd *d)
 {
     struct epoll_event evs[64];
     uint64_t last_check = kv_now_ms();
+    int zap_fired = 1; /* drain the ZAP socket once before the first wait */
 
     while (!d->stop) {
         uint64_t now = kv_now_ms();
@@ -741,7 +745,7 @@ int kvd_run(struct kvd *d)
                 c = NULL; /* the slot's client went earlier in this batch */
             switch (tag) {
             case SRC_ZMQ: break; /* serviced below, every iteration */
-            case SRC_ZAP: break;
+            case SRC_ZAP: zap_fired = 1; break;
             case SRC_METRICS: kvd_metrics_service(d); break;
             case SRC_SPILL: kvd_tier_service(d); break;
             case SRC_LISTEN: side_accept(d); break;
@@ -765,14 +769,18 @@ int kvd_run(struct kvd *d)
             }
             }
         }
-        zsock_service(d, d->zap, zap_handle);
-        zsock_service(d, d->router, router_drain);
+        /* Only the ZAP handler uses the ZAP socket, and its drain ended on EAGAIN: until its fd
+         * fires again nothing can be waiting there (handshakes are rare; requests are not). */
+        if (zap_fired)
+            zap_handle(d);
+        zap_fired = 0;
+        router_drain(d);
         now = kv_now_ms();
         if (d->nwaiters) {
             kvd_eval_waiters(d, now);
             /* its replies were sends: a send can consume the ZMQ_FD signal of a request that
              * arrived meanwhile, so look again before sleeping */
-            zsock_service(d, d->router, router_drain);
+            router_drain(d);
         }
         kvd_tier_submit(d);
         if (now - last_check >= 200) {

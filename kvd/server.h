@@ -40,6 +40,7 @@ struct kv_client {
     int side_fd;             /* side channel, -1 if none */
     int pidfd;               /* -1 if the peer's pid is unknown (heartbeats only) */
     struct kv_peer peer;     /* from SO_PEERCRED */
+    char pid_text[12];       /* peer.pid in decimal, as zap_handle writes it into User-Id */
     uint8_t token[16];       /* attach token sent in the welcome */
     uint8_t rid[KV_RID_MAX]; /* ZeroMQ routing id, once attached */
     uint8_t rid_len;
