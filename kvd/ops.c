@@ -525,9 +525,16 @@ static void op_stats(struct req *r)
 static void dispatch(struct kvd *d, const uint8_t *rid, size_t rid_len, const char *user_id,
                      const uint8_t *frame, size_t len, uint64_t now_ms)
 {
-    struct req r = {.d = d, .rid = rid, .rid_len = rid_len, .now_ms = now_ms};
+    struct req r; /* not zeroed as a whole: r.m is most of its ~300 bytes and
+                   * kvp_decode_request clears it itself; its header is zeroed here so that an
+                   * error reply never echoes stale bytes whatever the decoder leaves */
     int st;
 
+    memset(&r.m.hdr, 0, sizeof(r.m.hdr));
+    r.d = d;
+    r.rid = rid;
+    r.rid_len = rid_len;
+    r.now_ms = now_ms;
     r.c = client_by_rid(d, rid, rid_len);
     st = kvp_decode_request(frame, len, r.c ? KVP_MAX_FRAME : KVP_MAX_FRAME_PRE, &r.m);
     if (st != KVP_OK) {
