@@ -39,15 +39,15 @@ struct kv_arena_ops {
 
 struct kv_arena {
     const struct kv_arena_ops *ops;
-    int backend;              /* enum kvp_backend */
-    int fd;                   /* exportable fd (host memfd / VMM fd), -1 if none; owned */
+    int backend; /* enum kvp_backend */
+    int fd;      /* exportable fd (host memfd / VMM fd), -1 if none; owned */
     size_t bytes;
-    void *base;               /* host pointer (host) or device pointer (CUDA) */
-    int device;               /* CUDA device ordinal, -1 for host */
-    int imported;             /* 1 on the worker side */
+    void *base;   /* host pointer (host) or device pointer (CUDA) */
+    int device;   /* CUDA device ordinal, -1 for host */
+    int imported; /* 1 on the worker side */
     uint8_t gpu_uuid[16];
     uint8_t legacy_handle[64];
-    void *priv;               /* backend state */
+    void *priv; /* backend state */
 };
 
 extern const struct kv_arena_ops kv_arena_host_ops;

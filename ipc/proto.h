@@ -4,10 +4,10 @@
  * Two channels connect a worker to kvd:
  *
  *  1. The side channel: a unix SOCK_SEQPACKET socket at <run_dir>/kvd.sock. The worker connects and
- *     sends a kvp_hello; kvd checks the peer's credentials (SO_PEERCRED), answers with a kvp_welcome
- *     that carries the arena descriptor as SCM_RIGHTS (memfd or CUDA VMM fd) and a one-time attach
- *     token. The socket then stays open for the life of the client: kvd watches it (and a pidfd of the
- *     peer) to release a dead worker's leases at once.
+ *     sends a kvp_hello; kvd checks the peer's credentials (SO_PEERCRED), answers with a
+ * kvp_welcome that carries the arena descriptor as SCM_RIGHTS (memfd or CUDA VMM fd) and a one-time
+ * attach token. The socket then stays open for the life of the client: kvd watches it (and a pidfd
+ * of the peer) to release a dead worker's leases at once.
  *
  *  2. The request channel: ZeroMQ, DEALER in the worker, ROUTER in kvd, at ipc://<run_dir>/kvd.zmq.
  *     Each message is one frame: a kvp_hdr followed by the op's body. The first request must be
@@ -34,16 +34,16 @@ extern "C" {
 #define KVP_VERSION 1
 
 /* Named limits: every count and length from a peer is checked against one of these. */
-#define KVP_HASH_BYTES      16      /* block hash: 128-bit keyed BLAKE2b */
-#define KVP_MAX_FRAME       (1u << 22) /* 4 MiB: largest frame kvd accepts from an attached client */
-#define KVP_MAX_FRAME_PRE   256u    /* largest frame from a client that has not attached */
-#define KVP_MAX_CHAIN       4096u   /* hashes in one LOOKUP (4096 pages x 16+ tokens) */
-#define KVP_MAX_BATCH       4096u   /* pages in one ALLOC/COMMIT/RELEASE */
-#define KVP_MAX_SCORE_ENTS  4096u   /* page entries in one SCORES report */
-#define KVP_MAX_NS_NAME     64u     /* namespace name, NUL-padded, [A-Za-z0-9._:-] */
-#define KVP_MAX_WAIT_MS     30000u  /* longest bounded wait for a pending page */
-#define KVP_MAX_LIST        4096u   /* entries in one admin listing reply */
-#define KVP_ADMIN_MAX_ARG   256u    /* argument bytes of an ADMIN request */
+#define KVP_HASH_BYTES     16         /* block hash: 128-bit keyed BLAKE2b */
+#define KVP_MAX_FRAME      (1u << 22) /* 4 MiB: largest frame kvd accepts from an attached client */
+#define KVP_MAX_FRAME_PRE  256u       /* largest frame from a client that has not attached */
+#define KVP_MAX_CHAIN      4096u      /* hashes in one LOOKUP (4096 pages x 16+ tokens) */
+#define KVP_MAX_BATCH      4096u      /* pages in one ALLOC/COMMIT/RELEASE */
+#define KVP_MAX_SCORE_ENTS 4096u      /* page entries in one SCORES report */
+#define KVP_MAX_NS_NAME    64u        /* namespace name, NUL-padded, [A-Za-z0-9._:-] */
+#define KVP_MAX_WAIT_MS    30000u     /* longest bounded wait for a pending page */
+#define KVP_MAX_LIST       4096u      /* entries in one admin listing reply */
+#define KVP_ADMIN_MAX_ARG  256u       /* argument bytes of an ADMIN request */
 
 /* ---- status codes --------------------------------------------------------------------------- */
 /* X(name, value, errno the client maps it to, text). "client:" codes are the sender's fault,
@@ -56,9 +56,9 @@ extern "C" {
     X(E_TOOBIG, 4, E2BIG, "client error: count or length over limit")                              \
     X(E_NOT_ATTACHED, 5, ENOTCONN, "client error: not attached")                                   \
     X(E_BAD_TOKEN, 6, EACCES, "client error: bad attach token or peer mismatch")                   \
-    X(E_LAYOUT, 7, EINVAL, "client error: invalid layout or layout differs from namespace")       \
+    X(E_LAYOUT, 7, EINVAL, "client error: invalid layout or layout differs from namespace")        \
     X(E_NOT_HELD, 8, EBADF, "client error: page not held by sender")                               \
-    X(E_STATE, 9, EINVAL, "client error: page in wrong state for this operation")                 \
+    X(E_STATE, 9, EINVAL, "client error: page in wrong state for this operation")                  \
     X(E_PERM, 10, EPERM, "client error: permission denied")                                        \
     X(E_INVAL, 11, EINVAL, "client error: invalid argument")                                       \
     X(E_NOSPC, 32, ENOSPC, "server: pool full, every page pinned")                                 \
@@ -97,9 +97,9 @@ _Static_assert(sizeof(struct kvp_hello) == 16, "wire struct");
 struct kvp_welcome {
     uint32_t magic;
     uint16_t version;
-    uint16_t status;           /* enum kvp_status; on error nothing else is valid, no fd */
+    uint16_t status; /* enum kvp_status; on error nothing else is valid, no fd */
     uint32_t client_id;
-    uint32_t backend;          /* enum kvp_backend */
+    uint32_t backend; /* enum kvp_backend */
     uint64_t arena_bytes;
     uint8_t token[16];         /* one-time attach token for the request channel */
     uint8_t gpu_uuid[16];      /* CUDA backends: device UUID; zero for host */
@@ -125,7 +125,7 @@ enum kvp_op {
 #define KVP_OP_ENUM(name, val) KVP_OP_##name = val,
     KVP_OP_MAP(KVP_OP_ENUM)
 #undef KVP_OP_ENUM
-    KVP_OP_MAX = 10
+        KVP_OP_MAX = 10
 };
 const char *kvp_op_name(int op);
 
@@ -169,10 +169,12 @@ struct kvp_page {
 _Static_assert(sizeof(struct kvp_page) == 16, "wire struct");
 #define KVP_PAGE_DEDUP   1u /* COMMIT: another client committed this hash first; use this page */
 #define KVP_PAGE_DEMOTED 2u /* page came back from the spill tier converted from FP8 */
-#define KVP_PAGE_BUSY    4u /* ALLOC with hashes: another client already writes (or committed)
-                             * this hash; release the page and LOOKUP with WAIT instead */
+#define KVP_PAGE_BUSY                                                                              \
+    4u /* ALLOC with hashes: another client already writes (or committed)                          \
+        * this hash; release the page and LOOKUP with WAIT instead */
 
-/* LOOKUP request: kvp_lookup, then count hashes of KVP_HASH_BYTES (the chain, first block first). */
+/* LOOKUP request: kvp_lookup, then count hashes of KVP_HASH_BYTES (the chain, first block first).
+ */
 struct kvp_lookup {
     uint32_t flags;   /* KVP_LOOKUP_* */
     uint32_t wait_ms; /* KVP_LOOKUP_WAIT: longest wait for a pending page, <= KVP_MAX_WAIT_MS */
@@ -200,8 +202,8 @@ _Static_assert(sizeof(struct kvp_alloc) == 8, "wire struct");
 #define KVP_ALLOC_HASHES 1u
 
 /* COMMIT request: count kvp_commit entries. Reply: count kvp_page: the page to use for each entry
- * (the same page, or with KVP_PAGE_DEDUP the page that won, under a read lease; the loser is freed).
- * Entries are validated together first: on a client error nothing is committed. */
+ * (the same page, or with KVP_PAGE_DEDUP the page that won, under a read lease; the loser is
+ * freed). Entries are validated together first: on a client error nothing is committed. */
 struct kvp_commit {
     uint32_t page_id;
     uint16_t ntok;
@@ -231,22 +233,22 @@ _Static_assert(sizeof(struct kvp_score_ent) == 8, "wire struct");
  * followed by count entries; ask again from next while next < total. Kept by the operations work
  * (kvd/admin.c, tools/kvctl). */
 enum kvp_admin {
-    KVP_ADMIN_CHECK = 1,      /* (admin) verify the pool's invariants: OK or E_INTERNAL */
-    KVP_ADMIN_FAULT = 2,      /* (admin) int32 n: n more allocations succeed, then fail */
-    KVP_ADMIN_STATUS = 3,     /* no argument; reply: kvp_admin_status */
-    KVP_ADMIN_CLIENTS = 4,    /* kvp_admin_range; reply: kvp_admin_list + kvp_admin_client[] */
-    KVP_ADMIN_CHAINS = 5,     /* kvp_admin_range; reply: kvp_admin_list + kvp_admin_chain[] */
-    KVP_ADMIN_SHOW = 6,       /* kvp_admin_key; reply: kvp_admin_show + kvp_admin_page[], each
-                                 followed by its ntok float32 scores (scored) */
-    KVP_ADMIN_POOL = 7,       /* kvp_admin_range; reply: kvp_admin_list + kvp_admin_ns[] */
-    KVP_ADMIN_EVICT = 8,      /* (admin) kvp_admin_key: remove that prefix and everything that
-                                 extends it from the pool and the spill tier; reply:
-                                 kvp_admin_evict (E_NOENT: unknown hash) */
-    KVP_ADMIN_POLICY_GET = 9, /* reply: kvp_admin_policy */
+    KVP_ADMIN_CHECK = 1,       /* (admin) verify the pool's invariants: OK or E_INTERNAL */
+    KVP_ADMIN_FAULT = 2,       /* (admin) int32 n: n more allocations succeed, then fail */
+    KVP_ADMIN_STATUS = 3,      /* no argument; reply: kvp_admin_status */
+    KVP_ADMIN_CLIENTS = 4,     /* kvp_admin_range; reply: kvp_admin_list + kvp_admin_client[] */
+    KVP_ADMIN_CHAINS = 5,      /* kvp_admin_range; reply: kvp_admin_list + kvp_admin_chain[] */
+    KVP_ADMIN_SHOW = 6,        /* kvp_admin_key; reply: kvp_admin_show + kvp_admin_page[], each
+                                  followed by its ntok float32 scores (scored) */
+    KVP_ADMIN_POOL = 7,        /* kvp_admin_range; reply: kvp_admin_list + kvp_admin_ns[] */
+    KVP_ADMIN_EVICT = 8,       /* (admin) kvp_admin_key: remove that prefix and everything that
+                                  extends it from the pool and the spill tier; reply:
+                                  kvp_admin_evict (E_NOENT: unknown hash) */
+    KVP_ADMIN_POLICY_GET = 9,  /* reply: kvp_admin_policy */
     KVP_ADMIN_POLICY_SET = 10, /* (admin) NUL-terminated policy name; reply: kvp_admin_policy */
-    KVP_ADMIN_SPILL = 11,     /* reply: kvp_admin_spill */
-    KVP_ADMIN_CONFIG = 12,    /* reply: the effective configuration as INI text (not terminated) */
-    KVP_ADMIN_LATENCY = 13,   /* reply: kvp_admin_latency */
+    KVP_ADMIN_SPILL = 11,      /* reply: kvp_admin_spill */
+    KVP_ADMIN_CONFIG = 12,     /* reply: the effective configuration as INI text (not terminated) */
+    KVP_ADMIN_LATENCY = 13,    /* reply: kvp_admin_latency */
 };
 
 /* kvctl attaches to this reserved namespace (layout: 1 layer, 1 KV head, head_dim 32, 16 tokens,
@@ -275,13 +277,13 @@ struct kvp_admin_key {
 _Static_assert(sizeof(struct kvp_admin_key) == 24, "wire struct");
 
 struct kvp_admin_status {
-    char version[16];       /* kvd's version, NUL-terminated */
-    char backend[16];       /* arena backend name */
-    char policy[32];        /* current eviction policy */
-    char run_dir[128];      /* truncated to fit, NUL-terminated */
+    char version[16];  /* kvd's version, NUL-terminated */
+    char backend[16];  /* arena backend name */
+    char policy[32];   /* current eviction policy */
+    char run_dir[128]; /* truncated to fit, NUL-terminated */
     char state_dir[128];
     uint32_t pid;
-    uint32_t metrics_port;  /* bound port of the metrics endpoint, 0 when off */
+    uint32_t metrics_port; /* bound port of the metrics endpoint, 0 when off */
     uint64_t uptime_ms;
     uint64_t arena_bytes;
     uint64_t chunk_bytes;
@@ -289,8 +291,8 @@ struct kvp_admin_status {
     uint32_t nchunks_free;
     uint32_t clients;
     uint32_t namespaces;
-    uint64_t watchdog_ms;   /* systemd watchdog interval, 0 when none */
-    uint32_t admin;         /* 1 if the asking client may run admin sub-commands */
+    uint64_t watchdog_ms; /* systemd watchdog interval, 0 when none */
+    uint32_t admin;       /* 1 if the asking client may run admin sub-commands */
     uint32_t reserved;
 };
 _Static_assert(sizeof(struct kvp_admin_status) == 384, "wire struct");
@@ -300,16 +302,16 @@ struct kvp_admin_client {
     int32_t pid;
     uint32_t uid;
     uint32_t gid;
-    uint8_t state;     /* 1 hello, 2 welcomed, 3 attached */
+    uint8_t state; /* 1 hello, 2 welcomed, 3 attached */
     uint8_t admin;
-    uint8_t pidfd;     /* death is seen through a pidfd */
+    uint8_t pidfd; /* death is seen through a pidfd */
     uint8_t reserved;
-    uint32_t ns_id;    /* 0 before ATTACH */
-    uint64_t leases;   /* leases held (a page may be leased more than once) */
-    uint64_t pages;    /* distinct pages leased */
+    uint32_t ns_id;  /* 0 before ATTACH */
+    uint64_t leases; /* leases held (a page may be leased more than once) */
+    uint64_t pages;  /* distinct pages leased */
     uint64_t requests;
     uint64_t age_ms;
-    uint64_t idle_ms;  /* since the last request */
+    uint64_t idle_ms; /* since the last request */
     char ns[KVP_MAX_NS_NAME];
 };
 _Static_assert(sizeof(struct kvp_admin_client) == 128, "wire struct");
@@ -320,13 +322,13 @@ enum { KVP_TIER_POOL = 1, KVP_TIER_WRITING = 2, KVP_TIER_SPILL = 3 };
 struct kvp_admin_chain {
     uint8_t hash[KVP_HASH_BYTES];
     uint32_t ns_id;
-    uint32_t pages;   /* blocks from the root to this leaf that are in the pool */
+    uint32_t pages; /* blocks from the root to this leaf that are in the pool */
     uint64_t tokens;
-    uint32_t refs;    /* leases on the chain's pages, all clients */
-    uint32_t pinned;  /* pages of the chain with at least one lease */
-    uint64_t hits;    /* lookups that returned the leaf */
-    float score;      /* attention mass reported for the chain's tokens, summed */
-    uint8_t tier;     /* KVP_TIER_* of the leaf */
+    uint32_t refs;   /* leases on the chain's pages, all clients */
+    uint32_t pinned; /* pages of the chain with at least one lease */
+    uint64_t hits;   /* lookups that returned the leaf */
+    float score;     /* attention mass reported for the chain's tokens, summed */
+    uint8_t tier;    /* KVP_TIER_* of the leaf */
     uint8_t k_fmt;
     uint8_t v_fmt;
     uint8_t reserved;
@@ -335,32 +337,33 @@ _Static_assert(sizeof(struct kvp_admin_chain) == 56, "wire struct");
 
 struct kvp_admin_show {
     uint32_t ns_id;
-    uint32_t npages;      /* kvp_admin_page entries that follow (root first) */
+    uint32_t npages; /* kvp_admin_page entries that follow (root first) */
     uint64_t page_bytes;
     uint64_t tokens;
     struct kv_layout layout;
-    uint32_t flags;       /* KVP_SHOW_* */
+    uint32_t flags; /* KVP_SHOW_* */
     char ns[KVP_MAX_NS_NAME];
 };
 _Static_assert(sizeof(struct kvp_admin_show) == 104, "wire struct");
-#define KVP_SHOW_TRUNCATED 1u /* the chain was longer than one reply holds: the leaf end is kept */
-#define KVP_SHOW_SPILLED   2u /* the hash is in the spill tier only: no pages follow */
+#define KVP_SHOW_TRUNCATED 1u /* the chain was longer than one reply holds: the leaf end is kept   \
+                               */
+#define KVP_SHOW_SPILLED 2u   /* the hash is in the spill tier only: no pages follow */
 
 struct kvp_admin_page {
     uint8_t hash[KVP_HASH_BYTES];
     uint32_t page_id;
     uint16_t ntok;
-    uint8_t tier;         /* KVP_TIER_* */
-    uint8_t flags;        /* KVP_PAGE_DEMOTED */
+    uint8_t tier;  /* KVP_TIER_* */
+    uint8_t flags; /* KVP_PAGE_DEMOTED */
     uint64_t offset;
     uint32_t refs;
     uint32_t n_children;
     uint64_t hits;
-    float score_sum;      /* reported attention mass over the page's tokens */
+    float score_sum; /* reported attention mass over the page's tokens */
     float score_max;
     float k_scale_min, k_scale_max, k_scale_mean; /* per-token/group scales in the page (host */
     float v_scale_min, v_scale_max, v_scale_mean; /* arena, scaled formats); NaN when unknown */
-    uint16_t nscores;     /* float32 scores that follow this entry (0 or ntok) */
+    uint16_t nscores; /* float32 scores that follow this entry (0 or ntok) */
     uint16_t reserved[3];
 };
 _Static_assert(sizeof(struct kvp_admin_page) == 88, "wire struct");
@@ -373,7 +376,7 @@ struct kvp_admin_ns {
     uint32_t reserved;
     uint64_t page_bytes;
     uint32_t nchunks, npages, nfree, nwriting, ncommitted, npinned;
-    uint64_t nspilled;    /* SPILLED index records of the namespace */
+    uint64_t nspilled; /* SPILLED index records of the namespace */
 };
 _Static_assert(sizeof(struct kvp_admin_ns) == 128, "wire struct");
 
@@ -387,15 +390,15 @@ _Static_assert(sizeof(struct kvp_admin_evict) == 16, "wire struct");
 
 struct kvp_admin_policy {
     char current[32];
-    char known[224];      /* comma-separated names */
+    char known[224]; /* comma-separated names */
 };
 _Static_assert(sizeof(struct kvp_admin_policy) == 256, "wire struct");
 
 struct kvp_admin_spill {
     char state_dir[128];
-    uint32_t enabled;     /* a spill store is open */
-    uint32_t backend;     /* enum kv_spill_backend (kvd/spill.h), 0 without a store */
-    uint64_t spilled;     /* SPILLED records in the index */
+    uint32_t enabled; /* a spill store is open */
+    uint32_t backend; /* enum kv_spill_backend (kvd/spill.h), 0 without a store */
+    uint64_t spilled; /* SPILLED records in the index */
     uint64_t writes, restores, dropped, checksum_failures; /* kvp_stats spill_* */
     uint64_t slot_bytes, slots_total, slots_used, inflight;
     uint64_t write_bytes, read_bytes, demotions, read_errors, invalidations;

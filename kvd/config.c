@@ -37,11 +37,28 @@ int kv_parse_size(const char *s, uint64_t *out)
     if (errno || end == s || s[0] == '-')
         return -EINVAL;
     switch (*end) {
-    case 'k': case 'K': mul = 1ull << 10; end++; break;
-    case 'm': case 'M': mul = 1ull << 20; end++; break;
-    case 'g': case 'G': mul = 1ull << 30; end++; break;
-    case 't': case 'T': mul = 1ull << 40; end++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        mul = 1ull << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mul = 1ull << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mul = 1ull << 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        mul = 1ull << 40;
+        end++;
+        break;
+    default:
+        break;
     }
     if (*end == 'i' || *end == 'B')
         end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
@@ -90,9 +107,15 @@ int kv_config_set(struct kv_config *c, const char *key, const char *value, char 
             else
                 strcpy(p, value);
             break;
-        case SIZE: rc = kv_parse_size(value, p); break;
-        case UINT: rc = parse_uint(value, p); break;
-        case BOOL: rc = parse_bool(value, p); break;
+        case SIZE:
+            rc = kv_parse_size(value, p);
+            break;
+        case UINT:
+            rc = parse_uint(value, p);
+            break;
+        case BOOL:
+            rc = parse_bool(value, p);
+            break;
         }
         if (rc)
             snprintf(err, len, "bad value '%.64s' for %s", value, key);
@@ -182,7 +205,9 @@ void kv_config_print(const struct kv_config *c, FILE *f, int with_docs)
         if (with_docs)
             fprintf(f, "\n# %s (default: %s)\n", k->doc, k->def[0] ? k->def : "empty");
         switch (k->type) {
-        case STR: fprintf(f, "%s = %s\n", k->key, (const char *)p); break;
+        case STR:
+            fprintf(f, "%s = %s\n", k->key, (const char *)p);
+            break;
         case SIZE:
         case UINT: {
             uint64_t v = *(const uint64_t *)p;
@@ -192,7 +217,9 @@ void kv_config_print(const struct kv_config *c, FILE *f, int with_docs)
                 fprintf(f, "%s = %" PRIu64 "\n", k->key, v);
             break;
         }
-        case BOOL: fprintf(f, "%s = %s\n", k->key, *(const uint64_t *)p ? "true" : "false"); break;
+        case BOOL:
+            fprintf(f, "%s = %s\n", k->key, *(const uint64_t *)p ? "true" : "false");
+            break;
         }
     }
 }

@@ -15,46 +15,48 @@
  * UINT, BOOL. The INI section is [kvd]. */
 #define KV_CONFIG_MAP(X)                                                                           \
     X("run_dir", STR, run_dir, "",                                                                 \
-      "directory for the sockets and the lock; empty: $RUNTIME_DIRECTORY, else /run/kvd as root, "  \
+      "directory for the sockets and the lock; empty: $RUNTIME_DIRECTORY, else /run/kvd as root, " \
       "else $XDG_RUNTIME_DIR/kvd")                                                                 \
     X("state_dir", STR, state_dir, "",                                                             \
-      "directory for the spill store; empty: $STATE_DIRECTORY, else /var/lib/kvd as root, else "    \
+      "directory for the spill store; empty: $STATE_DIRECTORY, else /var/lib/kvd as root, else "   \
       "$HOME/.local/state/kvd")                                                                    \
     X("arena_size", SIZE, arena_size, "256M", "bytes of KV pages in the arena")                    \
     X("chunk_size", SIZE, chunk_size, "4M",                                                        \
       "the arena is carved into chunks of this size, each given to one namespace on demand")       \
-    X("backend", STR, backend, "auto", "arena backend: auto (CUDA if a device is present), host, cuda") \
-    X("device", UINT, device, "0", "CUDA device ordinal for the cuda backend")                    \
+    X("backend", STR, backend, "auto",                                                             \
+      "arena backend: auto (CUDA if a device is present), host, cuda")                             \
+    X("device", UINT, device, "0", "CUDA device ordinal for the cuda backend")                     \
     X("policy", STR, policy, "lru", "page eviction policy")                                        \
     X("heartbeat_ms", UINT, heartbeat_ms, "10000",                                                 \
       "a client silent for 3 heartbeats is dropped (fallback; death is normally seen at once "     \
       "through its pidfd and side channel)")                                                       \
     X("attach_timeout_ms", UINT, attach_timeout_ms, "5000",                                        \
       "a side-channel client that has not sent ATTACH by then is dropped")                         \
-    X("max_clients", UINT, max_clients, "256", "most clients attached at once")                   \
+    X("max_clients", UINT, max_clients, "256", "most clients attached at once")                    \
     X("max_waiters", UINT, max_waiters, "4096", "most lookups waiting for a pending page at once") \
     X("client_group", STR, client_group, "",                                                       \
-      "group (name or gid) whose members may attach; empty: only kvd's own uid and root")         \
+      "group (name or gid) whose members may attach; empty: only kvd's own uid and root")          \
     X("admin_group", STR, admin_group, "",                                                         \
       "group allowed to run admin operations (evict, policy set); empty: only kvd's uid and root") \
     X("socket_mode", UINT, socket_mode, "0660", "mode of the sockets (octal)")                     \
     X("log_level", STR, log_level, "info", "error, warning, notice, info or debug")                \
-    X("metrics_listen", STR, metrics_listen, "127.0.0.1:9477",                                    \
-      "address:port of the Prometheus metrics endpoint (HTTP); port 0 picks a free port; "        \
+    X("metrics_listen", STR, metrics_listen, "127.0.0.1:9477",                                     \
+      "address:port of the Prometheus metrics endpoint (HTTP); port 0 picks a free port; "         \
       "empty disables it")                                                                         \
     X("spill_path", STR, spill_path, "",                                                           \
-      "spill store file or block device; empty: <state_dir>/kvd.spill; none: no spill tier")     \
+      "spill store file or block device; empty: <state_dir>/kvd.spill; none: no spill tier")       \
     X("spill_size", SIZE, spill_size, "1G", "size of a new spill store file; 0 disables the tier") \
     X("spill_page_max", SIZE, spill_page_max, "512K",                                              \
       "largest page (after conversion to FP8) a slot holds; fixes the slot size of a new store")   \
-    X("spill_queue_depth", UINT, spill_queue_depth, "0",                                          \
-      "spill reads and writes in flight; 0: as many as fit RLIMIT_MEMLOCK, at most 8")            \
+    X("spill_queue_depth", UINT, spill_queue_depth, "0",                                           \
+      "spill reads and writes in flight; 0: as many as fit RLIMIT_MEMLOCK, at most 8")             \
     X("spill_sync", BOOL, spill_sync, "false",                                                     \
-      "use pread/pwrite instead of io_uring (chosen automatically when io_uring is refused)")     \
-    X("spill_on_stop", BOOL, spill_on_stop, "true",                                              \
-      "on a clean stop, write resident pages to the spill store so the next start is warm")       \
+      "use pread/pwrite instead of io_uring (chosen automatically when io_uring is refused)")      \
+    X("spill_on_stop", BOOL, spill_on_stop, "true",                                                \
+      "on a clean stop, write resident pages to the spill store so the next start is warm")        \
     X("fault_injection", BOOL, fault_injection, "false",                                           \
-      "allow tests to inject allocation failures through the admin protocol (never in production)")
+      "allow tests to inject allocation failures through the admin protocol (never in "            \
+      "production)")
 
 struct kv_config {
     char run_dir[KV_PATH_MAX];

@@ -17,8 +17,8 @@ struct kv_lease_slot {
 
 struct kv_leases {
     struct kv_lease_slot *slots;
-    size_t cap;   /* power of two, or 0 */
-    size_t n;     /* keys with count > 0 */
+    size_t cap;     /* power of two, or 0 */
+    size_t n;       /* keys with count > 0 */
     uint64_t total; /* sum of counts */
 };
 

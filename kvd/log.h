@@ -3,7 +3,13 @@
 #ifndef KVD_LOG_H
 #define KVD_LOG_H
 
-enum kv_log_level { KV_LOG_ERR = 3, KV_LOG_WARN = 4, KV_LOG_NOTICE = 5, KV_LOG_INFO = 6, KV_LOG_DEBUG = 7 };
+enum kv_log_level {
+    KV_LOG_ERR = 3,
+    KV_LOG_WARN = 4,
+    KV_LOG_NOTICE = 5,
+    KV_LOG_INFO = 6,
+    KV_LOG_DEBUG = 7
+};
 
 void kv_log_init(int level);
 int kv_log_parse_level(const char *s); /* level or -EINVAL */

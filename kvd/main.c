@@ -13,41 +13,47 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: kvd [options]\n"
-            "  -c, --config FILE      INI configuration (section [kvd]); see kvd.conf(5)\n"
-            "      --run-dir DIR      sockets and lock (config run_dir)\n"
-            "      --state-dir DIR    spill store (config state_dir)\n"
-            "      --arena-size SIZE  bytes of pages, K/M/G suffixes (config arena_size)\n"
-            "      --chunk-size SIZE  arena chunk size (config chunk_size)\n"
-            "      --backend NAME     auto, host or cuda (config backend)\n"
-            "      --policy NAME      eviction policy (config policy)\n"
-            "      --heartbeat-ms N   heartbeat interval (config heartbeat_ms)\n"
-            "      --client-group G   group allowed to attach (config client_group)\n"
-            "      --log-level L      error..debug (config log_level)\n"
-            "  -s, --set KEY=VALUE    set any configuration key\n"
-            "      --foreground       accepted for compatibility; kvd never daemonizes itself\n"
-            "      --print-config     print the effective configuration and exit\n"
-            "  -h, --help\n");
+    fprintf(f, "usage: kvd [options]\n"
+               "  -c, --config FILE      INI configuration (section [kvd]); see kvd.conf(5)\n"
+               "      --run-dir DIR      sockets and lock (config run_dir)\n"
+               "      --state-dir DIR    spill store (config state_dir)\n"
+               "      --arena-size SIZE  bytes of pages, K/M/G suffixes (config arena_size)\n"
+               "      --chunk-size SIZE  arena chunk size (config chunk_size)\n"
+               "      --backend NAME     auto, host or cuda (config backend)\n"
+               "      --policy NAME      eviction policy (config policy)\n"
+               "      --heartbeat-ms N   heartbeat interval (config heartbeat_ms)\n"
+               "      --client-group G   group allowed to attach (config client_group)\n"
+               "      --log-level L      error..debug (config log_level)\n"
+               "  -s, --set KEY=VALUE    set any configuration key\n"
+               "      --foreground       accepted for compatibility; kvd never daemonizes itself\n"
+               "      --print-config     print the effective configuration and exit\n"
+               "  -h, --help\n");
 }
 
 int main(int argc, char **argv)
 {
     static struct kvd d;
     static const struct option opts[] = {
-        {"config", required_argument, 0, 'c'},     {"run-dir", required_argument, 0, 1},
-        {"state-dir", required_argument, 0, 2},    {"arena-size", required_argument, 0, 3},
-        {"chunk-size", required_argument, 0, 4},   {"backend", required_argument, 0, 5},
-        {"policy", required_argument, 0, 6},       {"heartbeat-ms", required_argument, 0, 7},
-        {"client-group", required_argument, 0, 8}, {"log-level", required_argument, 0, 9},
-        {"set", required_argument, 0, 's'},        {"foreground", no_argument, 0, 10},
-        {"print-config", no_argument, 0, 11},      {"help", no_argument, 0, 'h'},
+        {"config", required_argument, 0, 'c'},
+        {"run-dir", required_argument, 0, 1},
+        {"state-dir", required_argument, 0, 2},
+        {"arena-size", required_argument, 0, 3},
+        {"chunk-size", required_argument, 0, 4},
+        {"backend", required_argument, 0, 5},
+        {"policy", required_argument, 0, 6},
+        {"heartbeat-ms", required_argument, 0, 7},
+        {"client-group", required_argument, 0, 8},
+        {"log-level", required_argument, 0, 9},
+        {"set", required_argument, 0, 's'},
+        {"foreground", no_argument, 0, 10},
+        {"print-config", no_argument, 0, 11},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     static const char *const keys[] = {
-        [1] = "run_dir",  [2] = "state_dir", [3] = "arena_size",   [4] = "chunk_size",
-        [5] = "backend",  [6] = "policy",    [7] = "heartbeat_ms", [8] = "client_group",
-        [9] = "log_level",
+        [1] = "run_dir",      [2] = "state_dir",    [3] = "arena_size",
+        [4] = "chunk_size",   [5] = "backend",      [6] = "policy",
+        [7] = "heartbeat_ms", [8] = "client_group", [9] = "log_level",
     };
     const char *config_path = NULL;
     char err[256];
@@ -66,7 +72,8 @@ int main(int argc, char **argv)
     d.cfg_file = d.cfg;
     while ((opt = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
         switch (opt) {
-        case 'c': break;
+        case 'c':
+            break;
         case 's': {
             char *eq = strchr(optarg, '=');
             if (!eq) {
@@ -80,9 +87,14 @@ int main(int argc, char **argv)
             }
             break;
         }
-        case 10: break;
-        case 11: print = 1; break;
-        case 'h': usage(stdout); return 0;
+        case 10:
+            break;
+        case 11:
+            print = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
         default:
             if (opt >= 1 && opt <= 9) {
                 if (kv_config_set(&d.cfg, keys[opt], optarg, err, sizeof(err)) != 0) {

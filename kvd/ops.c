@@ -199,8 +199,7 @@ static int lookup_blocked(struct kvd *d, struct kv_client *c, const struct kvp_m
     if (!w->stop)
         return NOT_BLOCKED;
     if (w->stop->kind == KV_INODE_PAGE)
-        return kv_pool_page_of(w->stop)->state == KV_PAGE_WRITING ? BLOCKED_PENDING
-                                                                  : NOT_BLOCKED;
+        return kv_pool_page_of(w->stop)->state == KV_PAGE_WRITING ? BLOCKED_PENDING : NOT_BLOCKED;
     for (uint32_t i = w->stop_i; i < m->hdr.count; i++) {
         struct kv_inode *in = i == w->stop_i ? w->stop : chain_node(d, c, m, i);
         if (!in || in->kind != KV_INODE_SPILLED || !kvd_tier_blocked(d, c->ns, in, &started))
@@ -388,8 +387,8 @@ static void op_commit(struct req *r)
         struct kv_page *pg = kv_pool_page_by_id(&d->pool, e.page_id);
         if (!pg || kv_leases_get(&c->leases, e.page_id) == 0 || pg->state != KV_PAGE_WRITING ||
             pg->writer != c->id) {
-            reply_status(r, pg && kv_leases_get(&c->leases, e.page_id) ? KVP_E_STATE
-                                                                        : KVP_E_NOT_HELD);
+            reply_status(r,
+                         pg && kv_leases_get(&c->leases, e.page_id) ? KVP_E_STATE : KVP_E_NOT_HELD);
             return;
         }
         if (pg->chunk->ns != c->ns || e.ntok == 0 || e.ntok > c->ns->layout.page_tokens ||
@@ -510,7 +509,8 @@ static void op_scores(struct req *r)
     kvd_send(d, r->rid, r->rid_len, d->reply, sizeof(struct kvp_hdr));
 }
 
-/* ---- STATS, ADMIN ----------------------------------------------------------------------------- */
+/* ---- STATS, ADMIN -----------------------------------------------------------------------------
+ */
 
 static void op_stats(struct req *r)
 {
@@ -538,8 +538,8 @@ static void dispatch(struct kvd *d, const uint8_t *rid, size_t rid_len, const ch
     r.c = client_by_rid(d, rid, rid_len);
     st = kvp_decode_request(frame, len, r.c ? KVP_MAX_FRAME : KVP_MAX_FRAME_PRE, &r.m);
     if (st != KVP_OK) {
-        kv_debug("client %u: bad frame (%zu bytes, op %u): %s", r.c ? r.c->id : 0, len,
-                 r.m.hdr.op, kvp_status_str(st));
+        kv_debug("client %u: bad frame (%zu bytes, op %u): %s", r.c ? r.c->id : 0, len, r.m.hdr.op,
+                 kvp_status_str(st));
         reply_status(&r, st);
         return;
     }
@@ -562,19 +562,37 @@ static void dispatch(struct kvd *d, const uint8_t *rid, size_t rid_len, const ch
         return;
     }
     switch (r.m.hdr.op) {
-    case KVP_OP_PING: reply_status(&r, KVP_OK); break;
-    case KVP_OP_LOOKUP: op_lookup(&r, frame, len); break;
-    case KVP_OP_ALLOC: op_alloc(&r); break;
-    case KVP_OP_COMMIT: op_commit(&r); break;
-    case KVP_OP_RELEASE: op_release(&r); break;
-    case KVP_OP_SCORES: op_scores(&r); break;
-    case KVP_OP_STATS: op_stats(&r); break;
-    case KVP_OP_ADMIN: kvd_admin_request(d, r.c, &r.m, rid, rid_len); break;
+    case KVP_OP_PING:
+        reply_status(&r, KVP_OK);
+        break;
+    case KVP_OP_LOOKUP:
+        op_lookup(&r, frame, len);
+        break;
+    case KVP_OP_ALLOC:
+        op_alloc(&r);
+        break;
+    case KVP_OP_COMMIT:
+        op_commit(&r);
+        break;
+    case KVP_OP_RELEASE:
+        op_release(&r);
+        break;
+    case KVP_OP_SCORES:
+        op_scores(&r);
+        break;
+    case KVP_OP_STATS:
+        op_stats(&r);
+        break;
+    case KVP_OP_ADMIN:
+        kvd_admin_request(d, r.c, &r.m, rid, rid_len);
+        break;
     case KVP_OP_DETACH:
         reply_status(&r, KVP_OK);
         kvd_client_gone(d, r.c, KV_GONE_DETACH);
         break;
-    default: reply_status(&r, KVP_E_OP); break;
+    default:
+        reply_status(&r, KVP_E_OP);
+        break;
     }
 }
 
@@ -589,8 +607,8 @@ void kvd_handle_request(struct kvd *d, const uint8_t *rid, size_t rid_len, const
     dispatch(d, rid, rid_len, user_id, frame, len,
              (uint64_t)t0.tv_sec * 1000 + (uint64_t)t0.tv_nsec / 1000000);
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    uint64_t us = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000 +
-                  (uint64_t)((t1.tv_nsec - t0.tv_nsec) / 1000);
+    uint64_t us =
+        (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (uint64_t)((t1.tv_nsec - t0.tv_nsec) / 1000);
     unsigned b = 0;
     while (b < KVD_LAT_NBOUNDS && us > lat_bounds_us[b])
         b++;

@@ -13,9 +13,9 @@
 
 #include "mem.h"
 
-#define POOL_MAX_CHUNKS   65535u
-#define POOL_MAX_SLOTS    65535u
-#define POOL_MIN_BUCKETS  1024u
+#define POOL_MAX_CHUNKS  65535u
+#define POOL_MAX_SLOTS   65535u
+#define POOL_MIN_BUCKETS 1024u
 
 static const uint8_t zero_hash[KVP_HASH_BYTES];
 
@@ -194,7 +194,6 @@ struct kv_ns *kv_pool_ns_by_id(struct kv_pool *p, uint32_t id)
 {
     return (id >= 1 && id <= p->n_ns) ? p->ns[id - 1] : NULL;
 }
-
 
 static void partial_remove(struct kv_ns *ns, struct kv_chunk *c)
 {

@@ -53,30 +53,30 @@ struct kv_ns;
 struct kv_chunk;
 
 struct kv_page {
-    struct kv_inode in;      /* indexed while pending (WRITING with a hash) or COMMITTED */
-    struct pol_entry pol;    /* eviction policy node */
-    struct kv_chunk *chunk;  /* owning chunk (its ns is the page's ns) */
-    struct kv_page *parent;  /* committed parent page in the same ns, or NULL */
+    struct kv_inode in;     /* indexed while pending (WRITING with a hash) or COMMITTED */
+    struct pol_entry pol;   /* eviction policy node */
+    struct kv_chunk *chunk; /* owning chunk (its ns is the page's ns) */
+    struct kv_page *parent; /* committed parent page in the same ns, or NULL */
     struct kv_page *free_next;
-    float *scores;           /* per-token attention mass reported by workers (ntok), or NULL */
+    float *scores; /* per-token attention mass reported by workers (ntok), or NULL */
     uint8_t parent_hash[KVP_HASH_BYTES];
-    uint32_t id;             /* chunk index << 16 | slot */
-    uint32_t refs;           /* leases held on the page, all clients together */
-    uint32_t n_children;     /* COMMITTED pages whose parent is this page */
-    uint32_t writer;         /* client id of the write lease (WRITING) */
-    uint32_t check_kids;     /* scratch for kv_pool_check */
-    uint32_t spill_slot1;    /* spill slot + 1 still holding this page's bytes on disk, 0: none */
-    uint64_t hits;           /* lookups that returned this page */
-    uint16_t ntok;           /* tokens held (committed) */
-    uint8_t state;           /* enum kv_pstate */
-    uint8_t flags;           /* KVP_PAGE_DEMOTED */
+    uint32_t id;          /* chunk index << 16 | slot */
+    uint32_t refs;        /* leases held on the page, all clients together */
+    uint32_t n_children;  /* COMMITTED pages whose parent is this page */
+    uint32_t writer;      /* client id of the write lease (WRITING) */
+    uint32_t check_kids;  /* scratch for kv_pool_check */
+    uint32_t spill_slot1; /* spill slot + 1 still holding this page's bytes on disk, 0: none */
+    uint64_t hits;        /* lookups that returned this page */
+    uint16_t ntok;        /* tokens held (committed) */
+    uint8_t state;        /* enum kv_pstate */
+    uint8_t flags;        /* KVP_PAGE_DEMOTED */
 };
 
 struct kv_chunk {
-    struct kv_ns *ns;        /* NULL while the chunk is free */
-    struct kv_page *pages;   /* descriptors, npages of them */
-    struct kv_page *free;    /* free pages of this chunk */
-    struct kv_chunk *pnext;  /* ns list of chunks with free pages */
+    struct kv_ns *ns;       /* NULL while the chunk is free */
+    struct kv_page *pages;  /* descriptors, npages of them */
+    struct kv_page *free;   /* free pages of this chunk */
+    struct kv_chunk *pnext; /* ns list of chunks with free pages */
     uint32_t idx;
     uint32_t npages;
     uint32_t nfree;
@@ -88,9 +88,9 @@ struct kv_ns {
     struct kv_layout layout;
     size_t page_bytes;
     uint32_t pages_per_chunk;
-    uint32_t nchunks;         /* chunks owned */
-    uint32_t npages;          /* pages in owned chunks */
-    uint32_t nfree;           /* FREE pages in owned chunks */
+    uint32_t nchunks; /* chunks owned */
+    uint32_t npages;  /* pages in owned chunks */
+    uint32_t nfree;   /* FREE pages in owned chunks */
     uint32_t ncommitted;
     uint32_t nwriting;
     uint32_t nclients;        /* attached clients */
@@ -115,15 +115,15 @@ struct kv_pool {
     uint32_t nchunks;
     uint32_t nfree_chunks;
     struct kv_chunk *chunks;
-    struct kv_ns **ns;        /* by id - 1 */
+    struct kv_ns **ns; /* by id - 1 */
     uint32_t n_ns;
     uint32_t cap_ns;
     const struct pol_ops *pol_ops;
     /* prefix index */
     struct kv_inode **buckets;
-    size_t nbuckets;          /* power of two */
+    size_t nbuckets; /* power of two */
     size_t nindexed;
-    uint64_t idx_key[2];      /* secret of the bucket function (random per daemon) */
+    uint64_t idx_key[2]; /* secret of the bucket function (random per daemon) */
     /* counters */
     uint64_t evictions;
     kv_evict_hook evict_hook;
@@ -132,8 +132,9 @@ struct kv_pool {
     void *hook_arg;
 };
 
-/* Set up a pool over an arena (sodium_init() must have run) of arena_bytes cut into chunks of chunk_bytes. -EINVAL for sizes
- * that leave no chunk, -ENOMEM. Nothing is allocated per page until a chunk is given out. */
+/* Set up a pool over an arena (sodium_init() must have run) of arena_bytes cut into chunks of
+ * chunk_bytes. -EINVAL for sizes that leave no chunk, -ENOMEM. Nothing is allocated per page until
+ * a chunk is given out. */
 int kv_pool_init(struct kv_pool *p, size_t arena_bytes, size_t chunk_bytes,
                  const struct pol_ops *pol);
 void kv_pool_free(struct kv_pool *p);
@@ -202,8 +203,7 @@ static inline int kv_hash_eq(const uint8_t *a, const uint8_t *b)
  * conservative choice, but it costs ~30 ns a probe, 2 us on a 64-page lookup, where this costs
  * ~2 ns; and a client able to attach may write any page of the arena anyway, so it is not the
  * adversary this guards against. */
-static inline uint64_t kv_pool_idx_mix(const struct kv_pool *p, uint32_t ns_id,
-                                       const uint8_t *hash)
+static inline uint64_t kv_pool_idx_mix(const struct kv_pool *p, uint32_t ns_id, const uint8_t *hash)
 {
     uint64_t lo, hi;
     memcpy(&lo, hash, 8);
@@ -213,8 +213,7 @@ static inline uint64_t kv_pool_idx_mix(const struct kv_pool *p, uint32_t ns_id,
 }
 
 /* Index lookup: the node for (ns, hash), or NULL. Inline: a lookup probes once per element. */
-static inline struct kv_inode *kv_pool_find(struct kv_pool *p, uint32_t ns_id,
-                                            const uint8_t *hash)
+static inline struct kv_inode *kv_pool_find(struct kv_pool *p, uint32_t ns_id, const uint8_t *hash)
 {
     struct kv_inode *n = p->buckets[kv_pool_idx_mix(p, ns_id, hash) & (p->nbuckets - 1)];
     for (; n; n = n->next)

@@ -30,7 +30,7 @@ enum { SRC_ZMQ = 1, SRC_ZAP, SRC_LISTEN, SRC_SIDE, SRC_PIDFD, SRC_SIGNAL, SRC_ME
 
 /* epoll data: tag (8 bits) | slot (24 bits) | client id (32 bits). The id makes an event that
  * arrives for a slot freed and reused within one epoll batch recognizably stale. */
-#define EV(tag, slot) (((uint64_t)(tag) << 56) | ((uint64_t)(slot) << 32))
+#define EV(tag, slot)      (((uint64_t)(tag) << 56) | ((uint64_t)(slot) << 32))
 #define EVC(tag, slot, id) (EV(tag, slot) | (uint32_t)(id))
 
 uint64_t kv_now_ms(void)
@@ -70,9 +70,11 @@ static int peer_allowed(struct kvd *d, int fd, const struct kv_peer *p, int *adm
         return 1;
     }
     if (d->have_client_gid)
-        in_client = p->gid == d->client_gid || (fd >= 0 && kv_sock_peer_in_group(fd, d->client_gid) == 1);
+        in_client =
+            p->gid == d->client_gid || (fd >= 0 && kv_sock_peer_in_group(fd, d->client_gid) == 1);
     if (d->have_admin_gid)
-        in_admin = p->gid == d->admin_gid || (fd >= 0 && kv_sock_peer_in_group(fd, d->admin_gid) == 1);
+        in_admin =
+            p->gid == d->admin_gid || (fd >= 0 && kv_sock_peer_in_group(fd, d->admin_gid) == 1);
     *admin = in_admin;
     return in_client || in_admin;
 }
@@ -173,9 +175,12 @@ static void close_fd(struct kvd *d, int *fd)
 }
 
 static const char *const gone_names[] = {
-    [KV_GONE_DETACH] = "detached",       [KV_GONE_SIDECHANNEL] = "side channel closed",
-    [KV_GONE_PIDFD] = "process exited",  [KV_GONE_HEARTBEAT] = "heartbeats missed",
-    [KV_GONE_ATTACH_TIMEOUT] = "never attached", [KV_GONE_SHUTDOWN] = "shutdown",
+    [KV_GONE_DETACH] = "detached",
+    [KV_GONE_SIDECHANNEL] = "side channel closed",
+    [KV_GONE_PIDFD] = "process exited",
+    [KV_GONE_HEARTBEAT] = "heartbeats missed",
+    [KV_GONE_ATTACH_TIMEOUT] = "never attached",
+    [KV_GONE_SHUTDOWN] = "shutdown",
 };
 
 void kvd_client_gone(struct kvd *d, struct kv_client *c, enum kv_release_why why)
@@ -202,11 +207,20 @@ void kvd_client_gone(struct kvd *d, struct kv_client *c, enum kv_release_why why
         }
     }
     switch (why) {
-    case KV_GONE_DETACH: d->st.released_by_detach++; break;
-    case KV_GONE_SIDECHANNEL: d->st.released_by_sidechannel++; break;
-    case KV_GONE_PIDFD: d->st.released_by_pidfd++; break;
-    case KV_GONE_HEARTBEAT: d->st.released_by_heartbeat++; break;
-    default: break;
+    case KV_GONE_DETACH:
+        d->st.released_by_detach++;
+        break;
+    case KV_GONE_SIDECHANNEL:
+        d->st.released_by_sidechannel++;
+        break;
+    case KV_GONE_PIDFD:
+        d->st.released_by_pidfd++;
+        break;
+    case KV_GONE_HEARTBEAT:
+        d->st.released_by_heartbeat++;
+        break;
+    default:
+        break;
     }
     if (why != KV_GONE_DETACH && why != KV_GONE_SHUTDOWN)
         d->st.leases_released_on_death += leases;
@@ -455,8 +469,8 @@ static void router_drain(struct kvd *d)
             d->st.errors_client++;
             kvd_send(d, zmq_msg_data(&rid), zmq_msg_size(&rid), rep, sizeof(rep));
         } else {
-            kvd_handle_request(d, zmq_msg_data(&rid), zmq_msg_size(&rid), uid,
-                               zmq_msg_data(&body), zmq_msg_size(&body));
+            kvd_handle_request(d, zmq_msg_data(&rid), zmq_msg_size(&rid), uid, zmq_msg_data(&body),
+                               zmq_msg_size(&body));
         }
         zmq_msg_close(&rid);
         zmq_msg_close(&body);
@@ -606,7 +620,8 @@ int kvd_start(struct kvd *d)
         return -EINVAL;
     }
     /* populating a large arena takes a while: ask systemd for time (about 1 s per GiB) */
-    kvd_notify_status(d, "populating a %llu MiB arena", (unsigned long long)(d->cfg.arena_size >> 20));
+    kvd_notify_status(d, "populating a %llu MiB arena",
+                      (unsigned long long)(d->cfg.arena_size >> 20));
     kvd_notify_extend(d, 10000000ull + (d->cfg.arena_size >> 30) * 1000000ull);
     rc = kv_arena_create(&d->arena, backend, d->cfg.arena_size, (int)d->cfg.device, why,
                          sizeof(why));
@@ -634,7 +649,8 @@ int kvd_start(struct kvd *d)
     d->clients = calloc(d->cfg.max_clients, sizeof(*d->clients));
     d->waiters = calloc(d->cfg.max_waiters ? d->cfg.max_waiters : 1, sizeof(*d->waiters));
     d->reply_cap = 2 * sizeof(struct kvp_hdr) + sizeof(struct kvp_lookup_rep) +
-                   (size_t)KVP_MAX_BATCH * sizeof(struct kvp_page) + sizeof(struct kvp_stats) + 65536;
+                   (size_t)KVP_MAX_BATCH * sizeof(struct kvp_page) + sizeof(struct kvp_stats) +
+                   65536;
     d->reply = malloc(d->reply_cap);
     d->walk = calloc(KVP_MAX_CHAIN, sizeof(*d->walk));
     for (d->rid_cap = 16; d->rid_cap < 2 * d->cfg.max_clients;)
@@ -744,11 +760,20 @@ int kvd_run(struct kvd *d)
             if (c && (c->state == KV_CLIENT_FREE || c->id != id))
                 c = NULL; /* the slot's client went earlier in this batch */
             switch (tag) {
-            case SRC_ZMQ: break; /* serviced below, every iteration */
-            case SRC_ZAP: zap_fired = 1; break;
-            case SRC_METRICS: kvd_metrics_service(d); break;
-            case SRC_SPILL: kvd_tier_service(d); break;
-            case SRC_LISTEN: side_accept(d); break;
+            case SRC_ZMQ:
+                break; /* serviced below, every iteration */
+            case SRC_ZAP:
+                zap_fired = 1;
+                break;
+            case SRC_METRICS:
+                kvd_metrics_service(d);
+                break;
+            case SRC_SPILL:
+                kvd_tier_service(d);
+                break;
+            case SRC_LISTEN:
+                side_accept(d);
+                break;
             case SRC_SIDE:
                 if (c)
                     side_readable(d, c);

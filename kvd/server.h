@@ -28,10 +28,21 @@ struct kv_spill;
 
 #define KV_RID_MAX 64 /* ZeroMQ routing ids kvd accepts (libzmq's own are 5 bytes) */
 
-enum kv_client_state { KV_CLIENT_FREE = 0, KV_CLIENT_HELLO, KV_CLIENT_WELCOMED, KV_CLIENT_ATTACHED };
+enum kv_client_state {
+    KV_CLIENT_FREE = 0,
+    KV_CLIENT_HELLO,
+    KV_CLIENT_WELCOMED,
+    KV_CLIENT_ATTACHED
+};
 
-enum kv_release_why { KV_GONE_DETACH, KV_GONE_SIDECHANNEL, KV_GONE_PIDFD, KV_GONE_HEARTBEAT,
-                      KV_GONE_ATTACH_TIMEOUT, KV_GONE_SHUTDOWN };
+enum kv_release_why {
+    KV_GONE_DETACH,
+    KV_GONE_SIDECHANNEL,
+    KV_GONE_PIDFD,
+    KV_GONE_HEARTBEAT,
+    KV_GONE_ATTACH_TIMEOUT,
+    KV_GONE_SHUTDOWN
+};
 
 struct kv_client {
     uint32_t id;             /* unique for the daemon's life; 0 in a free slot */
@@ -44,7 +55,7 @@ struct kv_client {
     uint8_t token[16];       /* attach token sent in the welcome */
     uint8_t rid[KV_RID_MAX]; /* ZeroMQ routing id, once attached */
     uint8_t rid_len;
-    struct kv_ns *ns;        /* once attached */
+    struct kv_ns *ns; /* once attached */
     uint64_t created_ms;
     uint64_t last_seen_ms;
     struct kv_leases leases;
@@ -54,10 +65,10 @@ struct kv_client {
 struct kv_waiter {
     uint32_t client_id;
     uint32_t slot;
-    uint64_t since_ms;       /* parked at */
-    uint64_t deadline_ms;    /* the caller's wait for a pending page ends */
-    uint64_t next_check_ms;  /* look again then even if nothing changed (see kv_waiter_next) */
-    uint8_t *frame;          /* copy of the LOOKUP request */
+    uint64_t since_ms;      /* parked at */
+    uint64_t deadline_ms;   /* the caller's wait for a pending page ends */
+    uint64_t next_check_ms; /* look again then even if nothing changed (see kv_waiter_next) */
+    uint8_t *frame;         /* copy of the LOOKUP request */
     size_t frame_len;
 };
 
@@ -74,40 +85,40 @@ struct kvd {
     uint32_t next_client_id;
     struct kv_waiter *waiters;
     uint32_t nwaiters;
-    uint64_t pool_gen;       /* bumped when a pending page commits or goes away */
-    uint64_t waiters_gen;    /* pool_gen when the waiters were last evaluated */
+    uint64_t pool_gen;    /* bumped when a pending page commits or goes away */
+    uint64_t waiters_gen; /* pool_gen when the waiters were last evaluated */
     gid_t client_gid, admin_gid;
     int have_client_gid, have_admin_gid;
     int stop, reload;
-    uint8_t *reply;          /* reply buffer, reply_cap bytes */
-    struct kv_page **walk;   /* a LOOKUP's committed prefix (ops.c), KVP_MAX_CHAIN entries */
-    int32_t *rid_map;        /* routing id -> attached client slot, open addressing, -1 empty */
-    uint32_t rid_cap;        /* power of two, >= 2 x max_clients */
+    uint8_t *reply;        /* reply buffer, reply_cap bytes */
+    struct kv_page **walk; /* a LOOKUP's committed prefix (ops.c), KVP_MAX_CHAIN entries */
+    int32_t *rid_map;      /* routing id -> attached client slot, open addressing, -1 empty */
+    uint32_t rid_cap;      /* power of two, >= 2 x max_clients */
     size_t reply_cap;
     /* request latency histogram (ops.c), upper bounds in KVD_LAT_BOUNDS_US, last = +Inf */
     uint64_t lat_count[16];
     double lat_sum_s;
     /* metrics endpoint (metrics.c) */
     void *mhd;
-    int metrics_fd;          /* fd to poll for the metrics server, -1 when disabled */
-    unsigned metrics_port;   /* bound port */
+    int metrics_fd;        /* fd to poll for the metrics server, -1 when disabled */
+    unsigned metrics_port; /* bound port */
     /* spill tier (tier.c) */
-    struct kv_spill *spill;  /* NULL when disabled or unavailable */
-    int spill_fd;            /* its completion eventfd, -1 without */
-    uint64_t tier_dropped;   /* victims dropped instead of spilled (besides the store's count) */
-    uint64_t tier_restored;  /* pages restored from the store */
+    struct kv_spill *spill; /* NULL when disabled or unavailable */
+    int spill_fd;           /* its completion eventfd, -1 without */
+    uint64_t tier_dropped;  /* victims dropped instead of spilled (besides the store's count) */
+    uint64_t tier_restored; /* pages restored from the store */
     /* SIGHUP (admin.c, kvd_reload): the configuration file and what it gave at start */
-    const char *config_path;  /* NULL: started without -c */
+    const char *config_path;   /* NULL: started without -c */
     struct kv_config cfg_file; /* defaults < file; a key whose running value differs from it was
                                   set on the command line (or by kvctl) and keeps that value */
     /* systemd (notify.c) */
-    uint64_t watchdog_ms;    /* WATCHDOG_USEC / 1000, 0 when no watchdog */
+    uint64_t watchdog_ms; /* WATCHDOG_USEC / 1000, 0 when no watchdog */
     uint64_t last_watchdog_ms;
     char sock_path[KV_PATH_MAX + 16], zmq_ep[KV_PATH_MAX + 32], pub_ep[KV_PATH_MAX + 32];
 };
 
 #define KVD_LAT_BOUNDS_US 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000
-#define KVD_LAT_NBOUNDS 12
+#define KVD_LAT_NBOUNDS   12
 
 /* metrics.c: start the Prometheus endpoint (cfg.metrics_listen); 0, or -errno (kvd logs and
  * goes on without metrics). Sets metrics_fd for the event loop. */

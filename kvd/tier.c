@@ -36,9 +36,9 @@ struct kv_spilled {
     uint32_t ns_id;
     uint16_t ntok;
     uint8_t state;
-    uint8_t orphan;          /* left the index while its I/O was in flight */
-    struct kv_page *pg;      /* RESTORING: the page being filled */
-    uint64_t seq;            /* the store's write sequence of the slot (newer is larger) */
+    uint8_t orphan;     /* left the index while its I/O was in flight */
+    struct kv_page *pg; /* RESTORING: the page being filled */
+    uint64_t seq;       /* the store's write sequence of the slot (newer is larger) */
 };
 
 static struct kv_spilled *rec_of(struct kv_inode *in)
@@ -200,7 +200,8 @@ int kvd_tier_blocked(struct kvd *d, struct kv_ns *ns, struct kv_inode *in, int *
     if (!d->spill)
         return 0;
     if (r->state == SP_RESTORING || r->state == SP_WRITING)
-        return 1; /* wait: a write in flight is restorable once it lands (its completion wakes us) */
+        return 1; /* wait: a write in flight is restorable once it lands (its completion wakes us)
+                   */
     rc = kv_pool_alloc(&d->pool, ns, TIER_WRITER, 1, &pg);
     if (rc) { /* no room to restore into: a miss */
         kv_debug("spill: no page to restore slot %u into: %s", r->slot, strerror(-rc));

@@ -23,24 +23,24 @@ extern "C" {
 
 struct pol_entry {
     struct pol_entry *prev, *next; /* list position (policy-private) */
-    uint64_t tick;                  /* last access, in policy ticks */
-    double score;                   /* aggregated attention mass (H2O), decayed */
-    uint8_t linked;                 /* 1 while the policy holds the entry */
+    uint64_t tick;                 /* last access, in policy ticks */
+    double score;                  /* aggregated attention mass (H2O), decayed */
+    uint8_t linked;                /* 1 while the policy holds the entry */
 };
 
 struct pol;
 
 struct pol_ops {
     const char *name;
-    int (*init)(struct pol **p);                       /* 0 or -ENOMEM */
+    int (*init)(struct pol **p); /* 0 or -ENOMEM */
     void (*free)(struct pol *p);
-    void (*add)(struct pol *p, struct pol_entry *e);   /* e became evictable */
-    void (*remove)(struct pol *p, struct pol_entry *e);/* e no longer evictable */
-    void (*touch)(struct pol *p, struct pol_entry *e); /* hit; e may or may not be linked */
+    void (*add)(struct pol *p, struct pol_entry *e);    /* e became evictable */
+    void (*remove)(struct pol *p, struct pol_entry *e); /* e no longer evictable */
+    void (*touch)(struct pol *p, struct pol_entry *e);  /* hit; e may or may not be linked */
     /* a worker reported attention mass for e's tokens (sum over tokens given) */
     void (*score)(struct pol *p, struct pol_entry *e, double mass);
-    struct pol_entry *(*victim)(struct pol *p);        /* next to evict, NULL if none */
-    size_t (*count)(const struct pol *p);              /* entries held */
+    struct pol_entry *(*victim)(struct pol *p); /* next to evict, NULL if none */
+    size_t (*count)(const struct pol *p);       /* entries held */
 };
 
 extern const struct pol_ops pol_lru_ops;

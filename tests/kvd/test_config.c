@@ -50,7 +50,9 @@ Test(config, bad_input_is_a_clear_error)
 {
     struct kv_config c;
     char err[256];
-    struct { const char *text, *want; } cases[] = {
+    struct {
+        const char *text, *want;
+    } cases[] = {
         {"[kvd]\nno_such_key = 1\n", "unknown key"},
         {"[kvd]\narena_size = lots\n", "bad value"},
         {"[kvd]\narena_size = -5M\n", "bad value"},

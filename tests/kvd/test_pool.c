@@ -8,12 +8,20 @@
 #include "pool.h"
 
 static const struct kv_layout L16 = {
-    .n_layers = 2, .n_kv_heads = 2, .head_dim = 64, .page_tokens = 16,
-    .k_fmt = KV_FMT_FP8_E4M3, .v_fmt = KV_FMT_FP8_E4M3,
+    .n_layers = 2,
+    .n_kv_heads = 2,
+    .head_dim = 64,
+    .page_tokens = 16,
+    .k_fmt = KV_FMT_FP8_E4M3,
+    .v_fmt = KV_FMT_FP8_E4M3,
 };
 static const struct kv_layout L32 = {
-    .n_layers = 4, .n_kv_heads = 2, .head_dim = 64, .page_tokens = 32,
-    .k_fmt = KV_FMT_F16, .v_fmt = KV_FMT_F16,
+    .n_layers = 4,
+    .n_kv_heads = 2,
+    .head_dim = 64,
+    .page_tokens = 32,
+    .k_fmt = KV_FMT_F16,
+    .v_fmt = KV_FMT_F16,
 };
 
 static void hash_of(uint8_t h[16], unsigned i)
@@ -65,7 +73,8 @@ Test(pool, carving_gives_chunks_to_namespaces_on_demand)
     cr_assert_eq(kv_pool_alloc(&p, a, 1, 1, &pa), 0);
     cr_assert_eq(kv_pool_alloc(&p, b, 1, 1, &pb), 0);
     cr_assert_eq(p.nfree_chunks, 6);
-    cr_assert_neq(pa->chunk, pb->chunk, "namespaces with different page sizes use their own chunks");
+    cr_assert_neq(pa->chunk, pb->chunk,
+                  "namespaces with different page sizes use their own chunks");
     /* offsets lie inside the arena and inside their chunk */
     uint64_t oa = kv_pool_page_offset(&p, pa), ob = kv_pool_page_offset(&p, pb);
     cr_assert_lt(oa + a->page_bytes, (uint64_t)8 << 20);

@@ -21,9 +21,8 @@
 #define CHAIN 200
 
 static struct kvt_kvd kvd;
-static const char *const args[] = {"--arena-size", "4M",           "--chunk-size",
-                                   "4M",           "--set",        "spill_size=64M",
-                                   "--set",        "spill_page_max=64K", NULL};
+static const char *const args[] = {"--arena-size",   "4M",    "--chunk-size",       "4M", "--set",
+                                   "spill_size=64M", "--set", "spill_page_max=64K", NULL};
 
 static void setup(void)
 {
@@ -227,9 +226,9 @@ Test(tier, kill9_during_spilling_loses_only_counted_pages, .init = setup, .fini 
 
 Test(tier, full_store_drops_victims_and_keeps_serving, .fini = teardown, .timeout = 60)
 {
-    static const char *const small[] = {"--arena-size", "4M", "--chunk-size", "4M",
-                                        "--set", "spill_size=1M", "--set", "spill_page_max=64K",
-                                        NULL};
+    static const char *const small[] = {
+        "--arena-size",  "4M",    "--chunk-size",       "4M", "--set",
+        "spill_size=1M", "--set", "spill_page_max=64K", NULL};
     cr_assert_eq(kvt_kvd_start(&kvd, small), 0);
     struct kvc *c = open_client();
     struct kvc_hash a[CHAIN], b[450];
@@ -263,9 +262,17 @@ Test(tier, clean_stop_writes_resident_pages_for_a_warm_start, .init = setup, .fi
 
 Test(tier, no_flush_when_spill_on_stop_is_off, .fini = teardown, .timeout = 60)
 {
-    static const char *const off[] = {"--arena-size", "4M", "--chunk-size", "4M", "--set",
-                                      "spill_size=64M", "--set", "spill_page_max=64K", "--set",
-                                      "spill_on_stop=false", NULL};
+    static const char *const off[] = {"--arena-size",
+                                      "4M",
+                                      "--chunk-size",
+                                      "4M",
+                                      "--set",
+                                      "spill_size=64M",
+                                      "--set",
+                                      "spill_page_max=64K",
+                                      "--set",
+                                      "spill_on_stop=false",
+                                      NULL};
     cr_assert_eq(kvt_kvd_start(&kvd, off), 0);
     struct kvc *c = open_client();
     struct kvc_hash a[50];
@@ -292,13 +299,15 @@ static void f16_page(const struct kvc_layout *l, const struct kvc_hash *h, void 
         k[i] = (float)((int64_t)(seed >> 40) - (1 << 23)) / (float)(1 << 23); /* [-1, 1) */
     }
     ptrdiff_t hd = l->head_dim, tok = (ptrdiff_t)l->n_kv_heads * hd;
-    struct kv_src s = {.base = k, .dtype = KV_DT_F32, .layer_stride = l->page_tokens * tok,
-                       .tok_stride = tok, .head_stride = hd};
+    struct kv_src s = {.base = k,
+                       .dtype = KV_DT_F32,
+                       .layer_stride = l->page_tokens * tok,
+                       .tok_stride = tok,
+                       .head_stride = hd};
     cr_assert_eq(kv_quant_page((const struct kv_layout *)l, page, &s, &s, l->page_tokens), 0);
 }
 
-Test(tier, wide_pages_come_back_demoted_then_exact_commit_replaces, .fini = teardown,
-     .timeout = 60)
+Test(tier, wide_pages_come_back_demoted_then_exact_commit_replaces, .fini = teardown, .timeout = 60)
 {
     cr_assert_eq(kvt_kvd_start(&kvd, args), 0);
     struct kvc_opts o = KVC_OPTS_INIT;
@@ -347,11 +356,10 @@ Test(tier, wide_pages_come_back_demoted_then_exact_commit_replaces, .fini = tear
     f16_page(l, &chain[NA - 1], scratch, orig);
     free(scratch);
     ptrdiff_t hd = l->head_dim, tk = (ptrdiff_t)l->n_kv_heads * hd;
-    struct kv_dst dk = {.base = back, .layer_stride = l->page_tokens * tk, .tok_stride = tk,
-                        .head_stride = hd};
-    cr_assert_eq(kv_dequant_page((const struct kv_layout *)l, kvc_page_ptr(c, &first), 0, 16, &dk,
-                                 NULL),
-                 0);
+    struct kv_dst dk = {
+        .base = back, .layer_stride = l->page_tokens * tk, .tok_stride = tk, .head_stride = hd};
+    cr_assert_eq(
+        kv_dequant_page((const struct kv_layout *)l, kvc_page_ptr(c, &first), 0, 16, &dk, NULL), 0);
     for (size_t i = 0; i < nel; i++)
         cr_assert_leq(fabsf(back[i] - orig[i]), 0.0625f * fabsf(orig[i]) + 1e-5f,
                       "element %zu: %g vs %g", i, back[i], orig[i]);
@@ -361,8 +369,8 @@ Test(tier, wide_pages_come_back_demoted_then_exact_commit_replaces, .fini = tear
     struct kvc_page pg, got;
     cr_assert_eq(kvc_alloc(c, 1, NULL, &pg), 0);
     f16_page(l, &chain[NA - 1], kvc_page_ptr(c, &pg), orig);
-    struct kvc_commit e = {.page_id = pg.id, .ntok = 16, .hash = chain[NA - 1],
-                           .parent = chain[NA - 2]};
+    struct kvc_commit e = {
+        .page_id = pg.id, .ntok = 16, .hash = chain[NA - 1], .parent = chain[NA - 2]};
     cr_assert_eq(kvc_commit(c, &e, 1, &got), 0);
     cr_assert_eq(got.id, pg.id, "the exact page won");
     cr_assert(!(got.flags & (KVC_PAGE_DEMOTED | KVC_PAGE_DEDUP)));
@@ -399,8 +407,8 @@ Test(tier, evicted_then_restart_stays_gone, .init = setup, .fini = teardown, .ti
     struct kvp_admin_evict ev;
     size_t len = 0;
     cr_assert_eq(kvc_admin(c, KVP_ADMIN_EVICT, &key, sizeof(key), &ev, sizeof(ev), &len, NULL), 0);
-    cr_assert_geq(ev.spill_dropped + ev.evicted, CHAIN, "dropped %u + evicted %u",
-                  ev.spill_dropped, ev.evicted);
+    cr_assert_geq(ev.spill_dropped + ev.evicted, CHAIN, "dropped %u + evicted %u", ev.spill_dropped,
+                  ev.evicted);
     cr_assert_eq(read_chain(c, a, CHAIN), 0, "gone at once");
     kvc_close(c);
     cr_assert_eq(kvt_kvd_stop(&kvd), 0);

@@ -27,14 +27,14 @@
 #include "kv_quant.h"
 #include "kvclient.h"
 
-struct result {         /* one per worker, in shared memory */
+struct result { /* one per worker, in shared memory */
     int rc;
-    uint32_t pages;     /* full pages in the worker's prompt */
-    uint32_t hit;       /* pages found in the cache */
-    uint32_t computed;  /* pages it computed and committed */
-    uint32_t dedup;     /* commits that found the page already there */
-    uint32_t verified;  /* cached pages whose bytes equal a local computation */
-    double ms;          /* wall time of the worker's prefill */
+    uint32_t pages;    /* full pages in the worker's prompt */
+    uint32_t hit;      /* pages found in the cache */
+    uint32_t computed; /* pages it computed and committed */
+    uint32_t dedup;    /* commits that found the page already there */
+    uint32_t verified; /* cached pages whose bytes equal a local computation */
+    double ms;         /* wall time of the worker's prefill */
 };
 
 static double now_ms(void)
@@ -68,13 +68,16 @@ static void compute_page(const struct kv_layout *l, const struct kvc_hash *h, fl
     }
 }
 
-static int quantize_page(const struct kv_layout *l, const struct kvc_hash *h, void *page,
-                         float *k, float *v)
+static int quantize_page(const struct kv_layout *l, const struct kvc_hash *h, void *page, float *k,
+                         float *v)
 {
     compute_page(l, h, k, v);
     ptrdiff_t hd = l->head_dim, tok = (ptrdiff_t)l->n_kv_heads * hd;
-    struct kv_src ks = {.base = k, .dtype = KV_DT_F32, .layer_stride = l->page_tokens * tok,
-                        .tok_stride = tok, .head_stride = hd};
+    struct kv_src ks = {.base = k,
+                        .dtype = KV_DT_F32,
+                        .layer_stride = l->page_tokens * tok,
+                        .tok_stride = tok,
+                        .head_stride = hd};
     struct kv_src vs = ks;
     vs.base = v;
     return kv_quant_page(l, page, &ks, &vs, l->page_tokens);
@@ -141,8 +144,8 @@ static int worker(int id, const char *run_dir, const struct kv_layout *l, const 
             rc = quantize_page(l, &chain[b], kvc_page_ptr(c, &fresh[i]), k, v);
             if (rc)
                 goto out;
-            ents[i] = (struct kvc_commit){.page_id = fresh[i].id, .ntok = l->page_tokens,
-                                          .hash = chain[b]};
+            ents[i] = (struct kvc_commit){
+                .page_id = fresh[i].id, .ntok = l->page_tokens, .hash = chain[b]};
             if (b > 0)
                 ents[i].parent = chain[b - 1];
         }
@@ -183,19 +186,32 @@ int main(int argc, char **argv)
     size_t prefix = 1024, question = 48;
     const char *fmt = "fp8_e4m3";
     static const struct option opts[] = {
-        {"run-dir", required_argument, 0, 'r'},        {"workers", required_argument, 0, 'w'},
-        {"prefix-tokens", required_argument, 0, 'p'},  {"question-tokens", required_argument, 0, 'q'},
-        {"format", required_argument, 0, 'f'},         {"help", no_argument, 0, 'h'},
+        {"run-dir", required_argument, 0, 'r'},
+        {"workers", required_argument, 0, 'w'},
+        {"prefix-tokens", required_argument, 0, 'p'},
+        {"question-tokens", required_argument, 0, 'q'},
+        {"format", required_argument, 0, 'f'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "r:w:p:q:f:h", opts, NULL)) != -1) {
         switch (opt) {
-        case 'r': run_dir = optarg; break;
-        case 'w': workers = atoi(optarg); break;
-        case 'p': prefix = strtoul(optarg, NULL, 10); break;
-        case 'q': question = strtoul(optarg, NULL, 10); break;
-        case 'f': fmt = optarg; break;
+        case 'r':
+            run_dir = optarg;
+            break;
+        case 'w':
+            workers = atoi(optarg);
+            break;
+        case 'p':
+            prefix = strtoul(optarg, NULL, 10);
+            break;
+        case 'q':
+            question = strtoul(optarg, NULL, 10);
+            break;
+        case 'f':
+            fmt = optarg;
+            break;
         default:
             fprintf(stderr, "usage: kvdemo [--run-dir DIR] [--workers N] [--prefix-tokens T] "
                             "[--question-tokens Q] [--format NAME]\n");
@@ -204,12 +220,17 @@ int main(int argc, char **argv)
     }
     int f = kv_fmt_parse(fmt);
     if (workers < 1 || workers > 64 || f < 0 || prefix < 16 || prefix > 32768 || question > 4096) {
-        fprintf(stderr, "kvdemo: bad arguments (workers 1..64, prefix 16..32768, a known format)\n");
+        fprintf(stderr,
+                "kvdemo: bad arguments (workers 1..64, prefix 16..32768, a known format)\n");
         return 2;
     }
     /* the reference model's geometry: 30 layers, 3 KV heads of 64 channels, 16-token pages */
-    struct kv_layout l = {.n_layers = 30, .n_kv_heads = 3, .head_dim = 64, .page_tokens = 16,
-                          .k_fmt = (uint8_t)f, .v_fmt = (uint8_t)f,
+    struct kv_layout l = {.n_layers = 30,
+                          .n_kv_heads = 3,
+                          .head_dim = 64,
+                          .page_tokens = 16,
+                          .k_fmt = (uint8_t)f,
+                          .v_fmt = (uint8_t)f,
                           .group = (f == KV_FMT_KIVI2 || f == KV_FMT_KIVI4) ? 16 : 0};
     struct result *res = mmap(NULL, sizeof(*res) * (size_t)workers, PROT_READ | PROT_WRITE,
                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -255,8 +276,9 @@ int main(int argc, char **argv)
         dedup += res[w].dedup;
     }
     size_t pb = kv_page_bytes(&l);
-    printf("\npages needed %u, computed %u, served from the cache %u (%.0f%%), dedup at commit %u\n",
-           pages, computed, hit, pages ? 100.0 * hit / pages : 0.0, dedup);
+    printf(
+        "\npages needed %u, computed %u, served from the cache %u (%.0f%%), dedup at commit %u\n",
+        pages, computed, hit, pages ? 100.0 * hit / pages : 0.0, dedup);
     printf("KV bytes resident %.1f MiB vs %.1f MiB without sharing; %.1f MiB saved\n",
            (double)(pages - hit) * pb / 1048576, (double)pages * pb / 1048576,
            (double)hit * pb / 1048576);
