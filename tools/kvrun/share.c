@@ -262,8 +262,8 @@ int share_demo(struct model *m, const struct share_opts *o)
         size_t nt;
         const struct conv *r0 = &res[0];
         int ended = r0->n_gen && r0->gen[r0->n_gen - 1] == m->tok.eos;
-        if ((rc = encode(m, ended ? "\n" : "<|im_end|>\n", "<|im_start|>user\n", q[N], 0, &tail,
-                         &nt)))
+        if ((rc = encode(m, ended ? "\n" : "<|im_end|>\n", "<|im_start|>user\n", q[nq - 1], 0,
+                         &tail, &nt)))
             goto out_report;
         int32_t *t2;
         size_t n2;
