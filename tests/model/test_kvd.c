@@ -5,6 +5,8 @@
  * commits its full pages to kvd; then this process (a second one, the model loaded here) looks the
  * prompt up, gets both pages from kvd, prefills only the rest, and its next-token logits are
  * bit-identical (memcmp) to computing from scratch without kvd, as are the first process's.
+ * The second process then decodes until its third page is full and publishes it: a new lookup
+ * finds all three pages, the third holding the bytes it computed.
  * Also: three processes started together on one prompt compute each page once (kvd's commit
  * count), and kvrun without a reachable kvd says so and still answers.
  */
@@ -85,8 +87,8 @@ Test(model_kvd, second_process_reuses_prefix_bit_identical_every_format, .timeou
         char path[4096];
         cr_assert_eq(model_find(NULL, path, sizeof(path)), 0);
         kvshare_ns_name(path, &lay, ns, sizeof(ns));
-        cr_assert_eq(kvshare_open(&s, kvd.run_dir, ns, &lay, (unsigned)n), 0, "%s: attach", name);
-        cr_assert_eq(kvcache_init(&c, &lay, (unsigned)n), 0);
+        cr_assert_eq(kvshare_open(&s, kvd.run_dir, ns, &lay, 128), 0, "%s: attach", name);
+        cr_assert_eq(kvcache_init(&c, &lay, 128), 0);
         cr_assert_eq(kvcache_enable_scores(&c), 0);
         memset(lg, 0, m.cfg.vocab * sizeof(float));
         cr_assert_eq(kvshare_prefill(&s, &m, &c, ids, (unsigned)n, lg), 0, "%s: prefill", name);
@@ -99,6 +101,26 @@ Test(model_kvd, second_process_reuses_prefix_bit_identical_every_format, .timeou
         /* the suffix attended to the cached pages: mass reported to kvd in one batch */
         cr_assert_eq(kvshare_report_scores(&s, &c), 0);
         cr_assert_eq(s.st.score_reports, 1, "%s: no score report", name);
+        /* decode until the third page is full, publish it: a new lookup finds all three */
+        int32_t seq[128];
+        memcpy(seq, ids, n * sizeof(*seq));
+        while (c.n_tokens < 96) {
+            int32_t next = 0;
+            for (unsigned v = 1; v < m.cfg.vocab; v++)
+                next = lg[v] > lg[next] ? (int32_t)v : next;
+            seq[c.n_tokens] = next;
+            cr_assert_eq(model_forward(&m, &c, &next, 1, lg, 0), 0);
+        }
+        cr_assert_eq(kvshare_publish(&s, &c, seq), 0, "%s: publish", name);
+        cr_assert_eq(s.st.pages_published, 1, "%s: %u pages published", name, s.st.pages_published);
+        struct kvc_hash ch[3];
+        struct kvc_page got[3];
+        uint32_t hit = 0, next_state = 0;
+        cr_assert_eq(kvc_hash_chain(kvc_get_hasher(s.c), seq, 96, NULL, ch, 3), 3);
+        cr_assert_eq(kvc_lookup(s.c, ch, 3, 0, 0, got, &hit, &next_state), 0);
+        cr_assert_eq(hit, 3, "%s: %u of 3 pages found after publishing", name, hit);
+        cr_assert_eq(memcmp(kvc_page_ptr(s.c, &got[2]), c.pages + 2 * c.page_bytes, c.page_bytes),
+                     0, "%s: published page bytes differ", name);
         kvcache_free(&c);
         kvshare_close(&s);
         free(first);
