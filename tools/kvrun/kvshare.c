@@ -247,8 +247,10 @@ int kvshare_report_scores(struct kvshare *s, struct kvcache *c)
     uint32_t n = 0;
     int rc = 0;
 
-    if (!s->c || !c->scores || !s->n_held)
+    if (!s->c)
         return 0;
+    if (!c->scores || !s->n_held)
+        return kvc_ping(s->c); /* still a sign of life (kvd's heartbeat) */
     ents = calloc(s->n_held, sizeof(*ents));
     if (!ents)
         return -ENOMEM;
@@ -261,7 +263,9 @@ int kvshare_report_scores(struct kvshare *s, struct kvcache *c)
             ents[n++] =
                 (struct kvc_score){.page_id = s->held[i].id, .ntok = (uint16_t)P, .mass = mass};
     }
-    if (n && (rc = kvc_scores(s->c, ents, n)) == 0)
+    if (!n)
+        rc = kvc_ping(s->c);
+    else if ((rc = kvc_scores(s->c, ents, n)) == 0)
         s->st.score_reports++;
     memset(c->scores, 0, (size_t)c->max_tokens * sizeof(float));
     free(ents);

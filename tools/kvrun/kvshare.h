@@ -77,7 +77,8 @@ int kvshare_prefill(struct kvshare *s, const struct model *m, struct kvcache *c,
 int kvshare_publish(struct kvshare *s, struct kvcache *c, const int32_t *ids);
 
 /* One kvc_scores batch with the attention mass accumulated in c->scores for the held pages, then
- * zero c->scores. 0 (also when there is nothing to report) or a libkvclient error. */
+ * zero c->scores; with nothing to report, a kvc_ping (kvd drops a client silent for 3 heartbeats,
+ * so a decoding worker calls this every few tokens). 0 or a libkvclient error. */
 int kvshare_report_scores(struct kvshare *s, struct kvcache *c);
 
 #endif
