@@ -325,7 +325,16 @@ int kvd_metrics_open(struct kvd *d)
                               MHD_OPTION_CONNECTION_TIMEOUT, METRICS_CONN_TIMEOUT_S,
                               MHD_OPTION_CONNECTION_LIMIT, METRICS_CONN_LIMIT, MHD_OPTION_END);
     if (!m->mhd) {
+        /* libmicrohttpd does not say why; a bind of our own does (in use, not local, ...) */
+        int probe = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         rc = -EADDRNOTAVAIL;
+        if (probe >= 0) {
+            if (bind(probe, (struct sockaddr *)&ss,
+                     ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in)) != 0)
+                rc = -errno;
+            close(probe);
+        }
         goto err_free;
     }
     info = MHD_get_daemon_info(m->mhd, MHD_DAEMON_INFO_EPOLL_FD);
