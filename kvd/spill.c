@@ -42,6 +42,13 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <xxhash.h>
+#if defined(__x86_64__)
+#include <xxh_x86dispatch.h>
+#define SPILL_XXH3_128 XXH3_128bits_withSeed_dispatch
+#else
+#define SPILL_XXH3_128 XXH3_128bits_withSeed
+#endif
 
 #define SPILL_SB_MAGIC    0x5353564bu /* "KVSS" */
 #define SPILL_SB_VERSION  1u
@@ -408,6 +415,19 @@ int kv_spill_write(struct kv_spill *s, const struct kv_spill_meta *m, const void
     return (int)slot;
 }
 
+/* The payload can be read straight into the destination page (no staging copy) when no conversion
+ * can be needed (formats of 8 bits or fewer are stored as they are), the page is a host pointer
+ * aligned for O_DIRECT, and its length is the slot's payload, a multiple of KV_SPILL_ALIGN (so the
+ * read writes exactly the page, no padding past its end). */
+static int spill_read_direct_ok(const struct kv_spill *s, uint32_t pay,
+                                const struct kv_layout *dst_l, const void *dst)
+{
+    size_t n = kv_page_bytes(dst_l);
+
+    return !s->gpu && kv_fmt_bits(dst_l->k_fmt) <= 8 && kv_fmt_bits(dst_l->v_fmt) <= 8 &&
+           (uintptr_t)dst % KV_SPILL_ALIGN == 0 && n % KV_SPILL_ALIGN == 0 && n == pay;
+}
+
 int kv_spill_read(struct kv_spill *s, uint32_t slot, const uint8_t *expect_hash,
                   const struct kv_layout *dst_layout, void *dst_page, void *cookie)
 {
@@ -430,6 +450,9 @@ int kv_spill_read(struct kv_spill *s, uint32_t slot, const uint8_t *expect_hash,
     if (expect_hash)
         memcpy(op->expect, expect_hash, KV_SPILL_HASH);
     op->len = (uint32_t)(KV_SPILL_ALIGN + spill_align(s->slots[slot].pay));
+    op->direct = spill_read_direct_ok(s, s->slots[slot].pay, dst_layout, dst_page);
+    if (op->direct)
+        s->st.reads_direct++;
     spill_io_issue(s, op);
     return 0;
 }
@@ -452,20 +475,44 @@ int kv_spill_invalidate(struct kv_spill *s, uint32_t slot)
     return 0;
 }
 
-/* Verify a read's slot image and hand the page over. Returns 0 or a negative errno. */
+/* The payload checksum of a direct read, over the page in place: the same sum as spill_slot.c's
+ * slot_pay_sum (XXH3-128 seeded with the key's first 8 bytes, canonical order; its invariant 1),
+ * compared with pay_sum of the header block that kv_spill_slot_decode has already verified. */
+static int spill_pay_ok(const struct kv_spill *s, const void *hdr_blk, const void *pay, size_t n)
+{
+    struct kv_spill_hdr h;
+    XXH128_canonical_t c;
+    uint64_t seed;
+
+    memcpy(&h, hdr_blk, sizeof h);
+    memcpy(&seed, s->key, sizeof seed);
+    XXH128_canonicalFromHash(&c, SPILL_XXH3_128(pay, n, seed));
+    return sodium_memcmp(c.digest, h.pay_sum, sizeof h.pay_sum) == 0;
+}
+
+/* Verify a read's slot image and hand the page over (a direct read: verify the payload where it
+ * landed, in dst). Returns 0 or a negative errno. */
 static int spill_read_done(struct kv_spill *s, struct spill_op *op, uint16_t *flags)
 {
     struct kv_spill_meta m;
     uint32_t pay;
     int err;
 
-    err = kv_spill_slot_decode(op->buf, op->len, op->slot, s->key, 1, &m, &pay);
+    err = kv_spill_slot_decode(op->buf, op->direct ? KV_SPILL_ALIGN : op->len, op->slot, s->key,
+                               !op->direct, &m, &pay);
     if (err)
         return -EBADMSG;
     if (op->has_expect && memcmp(op->expect, m.hash, KV_SPILL_HASH) != 0)
         return -EBADMSG;
     if (memcmp(&m.layout, &op->dst_layout, sizeof m.layout) != 0)
         return -EBADMSG;
+    if (op->direct) {
+        if ((m.flags & KV_SPILL_F_DEMOTED) || pay != op->len - KV_SPILL_ALIGN ||
+            !spill_pay_ok(s, op->buf, op->dst, pay))
+            return -EBADMSG;
+        *flags = m.flags;
+        return 0;
+    }
     err = spill_page_out(s, op->dst, &op->dst_layout, (uint8_t *)op->buf + KV_SPILL_ALIGN, pay,
                          m.flags & KV_SPILL_F_DEMOTED);
     if (err)
@@ -515,6 +562,7 @@ void spill_complete(struct kv_spill *s, struct spill_op *op, int res,
             s->st.read_bytes += sl->pay;
             if (d.flags & KV_SPILL_F_DEMOTED)
                 s->st.restored_demoted++;
+
         } else if (res == -EBADMSG) {
             s->st.corrupt++;
         }

@@ -114,6 +114,7 @@ struct kv_spill_stats {
     uint64_t scan_valid;   /* slots re-indexed by the last scan */
     uint64_t scan_corrupt; /* slots with a header that did not verify in the last scan */
     uint64_t faults_injected;
+    uint64_t reads_direct; /* reads issued straight into the page (no staging copy) */
 };
 
 /* Which operation a completion belongs to. */
@@ -170,7 +171,9 @@ int kv_spill_write(struct kv_spill *s, const struct kv_spill_meta *m, const void
  * dst_page holds the page (converted back from FP8 if it was demoted; flags say so), or res < 0 and
  * dst_page holds garbage: -EBADMSG (checksum, header, slot number, hash or layout mismatch; the
  * slot is dropped and counted, never served) or -EIO. Errors (no completion): -EINVAL slot not
- * VALID or bad layout, -EBUSY queue depth reached. */
+ * VALID or bad layout, -EBUSY queue depth reached. When no conversion can be needed (formats of 8
+ * bits or fewer), dst_page is a host pointer aligned to KV_SPILL_ALIGN and its length a multiple
+ * of it, the payload is read straight into dst_page and verified there (no staging copy). */
 int kv_spill_read(struct kv_spill *s, uint32_t slot, const uint8_t *expect_hash,
                   const struct kv_layout *dst_layout, void *dst_page, void *cookie);
 

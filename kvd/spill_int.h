@@ -31,6 +31,8 @@ struct spill_op {
     uint32_t len; /* bytes to transfer, multiple of KV_SPILL_ALIGN */
     void *cookie;
     void *dst;                   /* read: destination page */
+    int direct;                  /* read: payload goes straight into dst (header into buf) */
+    struct iovec iov[2];         /* direct read: header block, payload (kept until completion) */
     struct kv_layout dst_layout; /* read: the namespace's layout */
     uint8_t expect[KV_SPILL_HASH];
     int has_expect;

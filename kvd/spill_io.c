@@ -9,6 +9,10 @@
  *     `ready` ring for the sync path (whose results are computed in spill_io_issue). The eventfd is
  *     signalled for both, so kvd's loop wakes the same way.
  *  3. Submissions are batched: SQEs accumulate until qd/2 are pending or kv_spill_submit/reap.
+ *  4. A direct read (op->direct, chosen by kv_spill_read) is still one request: a two-vector read,
+ *     the header block into the op's staging buffer and the payload straight into the destination
+ *     page, so the fault shim, completion counting and the short-read check are unchanged. It
+ *     cannot use the registered buffers (the page is not one); the kernel pins the page instead.
  */
 #include "spill_int.h"
 
@@ -157,6 +161,7 @@ struct spill_op *spill_op_get(struct kv_spill *s, int kind)
     op->fault = 0;
     op->has_expect = 0;
     op->dst = NULL;
+    op->direct = 0;
     return op;
 }
 
@@ -185,8 +190,11 @@ static int spill_sync_io(struct kv_spill *s, struct spill_op *op)
     ssize_t n;
 
     do {
-        n = op->kind == SPILL_OP_READ ? pread(s->fd, op->buf, op->len, off)
-                                      : pwrite(s->fd, op->buf, op->len, off);
+        if (op->kind == SPILL_OP_READ && op->direct)
+            n = preadv(s->fd, op->iov, 2, off);
+        else
+            n = op->kind == SPILL_OP_READ ? pread(s->fd, op->buf, op->len, off)
+                                          : pwrite(s->fd, op->buf, op->len, off);
     } while (n < 0 && errno == EINTR);
     return n < 0 ? -errno : (int)n;
 }
@@ -197,6 +205,10 @@ void spill_io_issue(struct kv_spill *s, struct spill_op *op)
     uint64_t off = spill_slot_off(s, op->slot);
 
     s->nreq++;
+    if (op->kind == SPILL_OP_READ && op->direct) {
+        op->iov[0] = (struct iovec){.iov_base = op->buf, .iov_len = KV_SPILL_ALIGN};
+        op->iov[1] = (struct iovec){.iov_base = op->dst, .iov_len = op->len - KV_SPILL_ALIGN};
+    }
     if (s->fail_at && s->nreq == s->fail_at) {
         op->fault = 1;
         s->st.faults_injected++;
@@ -217,6 +229,9 @@ void spill_io_issue(struct kv_spill *s, struct spill_op *op)
     }
     if (op->fault) {
         io_uring_prep_nop(sqe);
+    } else if (op->kind == SPILL_OP_READ && op->direct) {
+        io_uring_prep_readv(sqe, s->file_ref, op->iov, 2, off);
+        sqe->flags |= s->file_flags;
     } else if (op->kind == SPILL_OP_READ) {
         if (s->fixed_bufs)
             io_uring_prep_read_fixed(sqe, s->file_ref, op->buf, op->len, off, op->buf_index);

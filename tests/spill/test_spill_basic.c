@@ -543,3 +543,88 @@ Test(spill_basic, fuzz_seeds_match_documented_format)
         cr_assert_eq(kv_spill_slot_decode(buf + 5, n - 5, slot, key, 1, &m, &pay), -EBADMSG);
     }
 }
+
+/* An env whose pages take the direct restore path: FP8, a page length that is a multiple of
+ * KV_SPILL_ALIGN, destinations aligned to it. */
+static struct env *env_new_aligned(void)
+{
+    struct env *e = env_new();
+
+    free(e->pages);
+    e->pages = NULL;
+    for (unsigned t = 1; t <= 64 && !e->pages; t++) {
+        e->l = th_layout(KV_FMT_FP8_E4M3, KV_FMT_FP8_E4M3);
+        e->l.page_tokens = (uint16_t)t;
+        e->pb = kv_page_bytes(&e->l);
+        if (kv_layout_check(&e->l) == 0 && e->pb % KV_SPILL_ALIGN == 0 && e->pb <= TH_MAX_PAGE)
+            e->pages = aligned_alloc(KV_SPILL_ALIGN, 256 * e->pb);
+    }
+    cr_assert_not_null(e->pages, "no FP8 test layout with a 4 KiB-multiple page");
+    return e;
+}
+
+BOTH(direct_restore_into_aligned_page)
+{
+    struct env *e = env_new_aligned();
+    struct kv_spill *s = th_open(e->path, sync, 16, 4);
+    struct kv_spill_meta m = th_meta(&e->l, 3);
+    struct kv_spill_stats st;
+    uint8_t *odd = malloc(e->pb + 64);
+    int32_t slots[3];
+
+    cr_assert_not_null(odd);
+    kv_spill_scan(s, NULL, NULL);
+    spill_seeds(s, e, 1, 3, slots);
+    memset(e->pages, 0xee, 2 * e->pb);
+    cr_assert_eq(restore(s, e, (uint32_t)slots[0], 1, 0), 0);
+    assert_page(e, 0, 1);
+    cr_assert_eq(restore(s, e, (uint32_t)slots[1], 2, 1), 0);
+    assert_page(e, 1, 2);
+    kv_spill_stats(s, &st);
+    cr_assert_eq(st.reads_direct, 2, "aligned pages skip the staging buffer");
+    /* a misaligned destination still restores, through the staging buffer */
+    cr_assert_eq(kv_spill_read(s, (uint32_t)slots[2], m.hash, &e->l, odd + 64, th_cookie(2)), 0);
+    cr_assert(kv_spill_drain(s, th_done, &e->rec) >= 0);
+    cr_assert_eq(e->rec.res[2], 0);
+    th_fill(e->pages, e->pb, 3);
+    cr_assert(memcmp(odd + 64, e->pages, e->pb) == 0, "staged restore differs");
+    kv_spill_stats(s, &st);
+    cr_assert_eq(st.reads, 3);
+    cr_assert_eq(st.reads_direct, 2);
+    free(odd);
+    kv_spill_close(s);
+    env_free(e);
+}
+
+BOTH(direct_damaged_payload_is_dropped)
+{
+    struct env *e = env_new_aligned();
+    struct kv_spill *s = th_open(e->path, sync, 16, 4);
+    struct kv_spill_stats st;
+    struct scan_acc a = {0};
+    int32_t slots[3];
+    uint8_t b;
+    off_t off;
+
+    kv_spill_scan(s, NULL, NULL);
+    spill_seeds(s, e, 1, 3, slots);
+    off = slot_off(s, (uint32_t)slots[1]) + KV_SPILL_ALIGN + (off_t)e->pb - 1; /* last byte */
+    raw_rw(e->path, 0, &b, 1, off);
+    b ^= 0x01;
+    raw_rw(e->path, 1, &b, 1, off);
+    cr_assert_eq(restore(s, e, (uint32_t)slots[1], 2, 0), -EBADMSG, "damaged page served");
+    cr_assert_eq(restore(s, e, (uint32_t)slots[1], 2, 0), -EINVAL, "dropped slot still readable");
+    kv_spill_stats(s, &st);
+    cr_assert_eq(st.corrupt, 1);
+    cr_assert_eq(st.reads_direct, 1, "the damaged read took the direct path");
+    cr_assert_eq(restore(s, e, (uint32_t)slots[2], 3, 1), 0);
+    assert_page(e, 1, 3);
+    kv_spill_stats(s, &st);
+    cr_assert_eq(st.reads, 1);
+    cr_assert_eq(st.reads_direct, 2);
+    kv_spill_close(s);
+    s = th_open(e->path, sync, 16, 4);
+    cr_assert_eq(kv_spill_scan(s, scan_cb, &a), 2, "the dropped slot was erased");
+    kv_spill_close(s);
+    env_free(e);
+}
