@@ -300,7 +300,10 @@ int main(int argc, char **argv)
         for (size_t j = 0; j < b.pb; j++)
             b.src[i][j] = (uint8_t)(rand() >> 7);
     }
-    b.dst = malloc((size_t)b.qd * b.pb);
+    /* restores land in pages laid out as kvd's arena lays them out: 4 KiB-aligned whenever the
+     * page size is a multiple of 4 KiB (chunks are 4 KiB multiples), which lets the store read
+     * the payload straight into the page */
+    b.dst = aligned_alloc(4096, ((size_t)b.qd * b.pb + 4095) / 4096 * 4096);
 
     printf("kvbench-spill: %u pages of %zu B (slot %u B), %.0f MiB, qd %u, %u reps, dir %s\n", b.n,
            b.pb, b.slot_bytes, (double)b.n * b.slot_bytes / (1 << 20), b.qd, b.reps, b.dir);
