@@ -42,13 +42,6 @@
 #include <unistd.h>
 
 #include <sodium.h>
-#include <xxhash.h>
-#if defined(__x86_64__)
-#include <xxh_x86dispatch.h>
-#define SPILL_XXH3_128 XXH3_128bits_withSeed_dispatch
-#else
-#define SPILL_XXH3_128 XXH3_128bits_withSeed
-#endif
 
 #define SPILL_SB_MAGIC    0x5353564bu /* "KVSS" */
 #define SPILL_SB_VERSION  1u
@@ -475,19 +468,16 @@ int kv_spill_invalidate(struct kv_spill *s, uint32_t slot)
     return 0;
 }
 
-/* The payload checksum of a direct read, over the page in place: the same sum as spill_slot.c's
- * slot_pay_sum (XXH3-128 seeded with the key's first 8 bytes, canonical order; its invariant 1),
- * compared with pay_sum of the header block that kv_spill_slot_decode has already verified. */
+/* The payload checksum of a direct read, over the page in place, compared with pay_sum of the
+ * header block that kv_spill_slot_decode has already verified. */
 static int spill_pay_ok(const struct kv_spill *s, const void *hdr_blk, const void *pay, size_t n)
 {
     struct kv_spill_hdr h;
-    XXH128_canonical_t c;
-    uint64_t seed;
+    uint8_t sum[16];
 
     memcpy(&h, hdr_blk, sizeof h);
-    memcpy(&seed, s->key, sizeof seed);
-    XXH128_canonicalFromHash(&c, SPILL_XXH3_128(pay, n, seed));
-    return sodium_memcmp(c.digest, h.pay_sum, sizeof h.pay_sum) == 0;
+    kv_spill_pay_sum(sum, s->key, pay, n);
+    return sodium_memcmp(sum, h.pay_sum, sizeof h.pay_sum) == 0;
 }
 
 /* Verify a read's slot image and hand the page over (a direct read: verify the payload where it

@@ -246,6 +246,10 @@ int kv_spill_slot_decode(const void *buf, size_t len, uint32_t slot,
                          const uint8_t key[KV_SPILL_KEY], int with_payload, struct kv_spill_meta *m,
                          uint32_t *pay_bytes);
 
+/* The payload checksum a slot header carries (pay_sum): XXH3-128 of the payload seeded with the
+ * key's first 8 bytes, in canonical (big-endian) order. */
+void kv_spill_pay_sum(uint8_t out[16], const uint8_t key[KV_SPILL_KEY], const void *p, size_t n);
+
 /* Encode the header block for a payload already placed at buf + KV_SPILL_ALIGN; buf must hold
  * KV_SPILL_ALIGN + pay_bytes. stored is the on-disk layout, m the namespace's meta. */
 void kv_spill_slot_encode(void *buf, uint32_t slot, const uint8_t key[KV_SPILL_KEY],

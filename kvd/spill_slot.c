@@ -36,7 +36,7 @@ static void slot_sum(uint8_t out[16], const uint8_t key[KV_SPILL_KEY], const voi
     crypto_generichash(out, 16, p, n, key, KV_SPILL_KEY);
 }
 
-static void slot_pay_sum(uint8_t out[16], const uint8_t key[KV_SPILL_KEY], const void *p, size_t n)
+void kv_spill_pay_sum(uint8_t out[16], const uint8_t key[KV_SPILL_KEY], const void *p, size_t n)
 {
     XXH128_canonical_t c;
     uint64_t seed;
@@ -77,7 +77,7 @@ void kv_spill_slot_encode(void *buf, uint32_t slot, const uint8_t key[KV_SPILL_K
     h.flags = flags;
     memcpy(h.hash, m->hash, KV_SPILL_HASH);
     memcpy(h.parent, m->parent, KV_SPILL_HASH);
-    slot_pay_sum(h.pay_sum, key, (const uint8_t *)buf + KV_SPILL_ALIGN, pay_bytes);
+    kv_spill_pay_sum(h.pay_sum, key, (const uint8_t *)buf + KV_SPILL_ALIGN, pay_bytes);
     slot_hdr_sum(h.hdr_sum, key, &h);
     memset(buf, 0, KV_SPILL_ALIGN);
     memcpy(buf, &h, sizeof h);
@@ -128,7 +128,7 @@ int kv_spill_slot_decode(const void *buf, size_t len, uint32_t slot,
     if (with_payload) {
         if (len - KV_SPILL_ALIGN < h.pay_bytes)
             return -EBADMSG;
-        slot_pay_sum(sum, key, (const uint8_t *)buf + KV_SPILL_ALIGN, h.pay_bytes);
+        kv_spill_pay_sum(sum, key, (const uint8_t *)buf + KV_SPILL_ALIGN, h.pay_bytes);
         if (sodium_memcmp(sum, h.pay_sum, sizeof sum) != 0)
             return -EBADMSG;
     }
