@@ -229,6 +229,11 @@ static int zmq_open_dealer(struct kvc *c)
         rc = -errno;
         goto err_sock;
     }
+    size_t fdlen = sizeof(c->zfd);
+    if (zmq_getsockopt(c->zsock, ZMQ_FD, &c->zfd, &fdlen) < 0) {
+        rc = -errno;
+        goto err_sock;
+    }
     return 0;
 
 err_sock:
@@ -252,6 +257,7 @@ static void kvc_disconnect(struct kvc *c, int detach)
     if (c->zctx != NULL)
         zmq_ctx_term(c->zctx);
     c->zsock = c->zctx = NULL;
+    c->zfd = -1;
     if (c->have_arena)
         kv_arena_close(&c->arena);
     memset(&c->arena, 0, sizeof(c->arena));
@@ -327,6 +333,7 @@ KVC_API int kvc_open(const struct kvc_opts *o, struct kvc **out)
     c->salt_len = o->salt_len;
     c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : KVC_DEFAULT_TIMEOUT_MS;
     c->side_fd = -1;
+    c->zfd = -1;
     c->arena.fd = -1;
     c->pid = getpid();
     c->next_seq = 1;

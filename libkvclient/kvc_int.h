@@ -58,6 +58,7 @@ struct kvc {
     int side_fd;         /* side-channel socket, -1 when closed */
     void *zctx;          /* ZeroMQ context and DEALER socket, NULL when closed */
     void *zsock;
+    int zfd; /* the DEALER's ZMQ_FD (its notification fd), -1 when closed */
     struct kv_arena arena;
     int have_arena;
     struct kvp_welcome welcome;

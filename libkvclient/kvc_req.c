@@ -12,6 +12,8 @@
  * requests for a peer that never comes back.
  */
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -437,24 +439,34 @@ static int side_closed(struct kvc *c)
 
 /* Wait until at least one reply has been processed or the deadline (ms, UINT64_MAX: none)
  * passes. Returns frames processed (> 0), -ETIMEDOUT, -ESHUTDOWN (kvd went away: everything in
- * flight has been completed with -ESHUTDOWN), or another negative errno. */
+ * flight has been completed with -ESHUTDOWN), or another negative errno.
+ *
+ * One poll(2) per idle wait, on the DEALER's ZMQ_FD and the side channel. That is safe because
+ * recv_ready() has just received until EAGAIN: its last receive processed the socket's command
+ * mailbox, so ZMQ_FD (edge-like: it signals new commands, not readable messages) is re-armed and
+ * the next arriving reply signals it. Nothing else touches the socket between that receive and
+ * the poll. zmq_poll() would cost two more polls and two ZMQ_EVENTS checks per wait. */
 static int pump(struct kvc *c, uint64_t deadline)
 {
     for (;;) {
-        zmq_pollitem_t it[2] = {{c->zsock, 0, ZMQ_POLLIN, 0}, {NULL, c->side_fd, ZMQ_POLLIN, 0}};
+        struct pollfd it[2] = {{c->zfd, POLLIN, 0}, {c->side_fd, POLLIN, 0}};
         uint64_t now;
-        long wait;
+        int wait;
         int rc = recv_ready(c);
 
         if (rc != 0)
             return rc;
-        now = kvc_int_now_ms();
-        if (deadline != UINT64_MAX && now >= deadline)
-            return -ETIMEDOUT;
-        wait = deadline == UINT64_MAX ? -1 : (long)(deadline - now);
-        rc = zmq_poll(it, c->side_fd >= 0 ? 2 : 1, wait);
+        if (deadline == UINT64_MAX) {
+            wait = -1;
+        } else {
+            now = kvc_int_now_ms();
+            if (now >= deadline)
+                return -ETIMEDOUT;
+            wait = deadline - now > INT_MAX ? INT_MAX : (int)(deadline - now);
+        }
+        rc = poll(it, c->side_fd >= 0 ? 2 : 1, wait);
         if (rc < 0 && errno != EINTR)
-            return errno == ETERM ? -ESHUTDOWN : -errno;
+            return -errno;
         if (rc > 0 && it[1].revents && side_closed(c)) {
             recv_ready(c); /* replies that made it before kvd died */
             kvc_int_fail_all(c, -ESHUTDOWN);
