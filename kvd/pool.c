@@ -219,6 +219,7 @@ static int chunk_assign(struct kv_pool *p, struct kv_chunk *c, struct kv_ns *ns)
     c->free = NULL;
     for (uint32_t s = n; s-- > 0;) {
         pages[s].id = c->idx << 16 | s;
+        pages[s].offset = (uint64_t)c->idx * p->chunk_bytes + (uint64_t)s * ns->page_bytes;
         pages[s].chunk = c;
         pages[s].free_next = c->free;
         c->free = &pages[s];
@@ -400,7 +401,7 @@ int kv_pool_set_pending(struct kv_pool *p, struct kv_page *pg, const uint8_t *ha
     return 0;
 }
 
-void kv_pool_unref(struct kv_pool *p, struct kv_page *pg)
+void kv_pool_unref_last(struct kv_pool *p, struct kv_page *pg)
 {
     assert(pg->refs > 0);
     if (--pg->refs > 0)

@@ -58,7 +58,8 @@ struct kv_page {
     struct kv_chunk *chunk; /* owning chunk (its ns is the page's ns) */
     struct kv_page *parent; /* committed parent page in the same ns, or NULL */
     struct kv_page *free_next;
-    float *scores; /* per-token attention mass reported by workers (ntok), or NULL */
+    float *scores;   /* per-token attention mass reported by workers (ntok), or NULL */
+    uint64_t offset; /* where the page starts in the arena (fixed when its chunk is carved) */
     uint8_t parent_hash[KVP_HASH_BYTES];
     uint32_t id;          /* chunk index << 16 | slot */
     uint32_t refs;        /* leases held on the page, all clients together */
@@ -173,7 +174,15 @@ static inline void kv_pool_ref(struct kv_pool *p, struct kv_page *pg)
         p->pol_ops->remove(pg->chunk->ns->pol, &pg->pol); /* a pinned page is no victim */
     pg->refs++;
 }
-void kv_pool_unref(struct kv_pool *p, struct kv_page *pg);
+void kv_pool_unref_last(struct kv_pool *p, struct kv_page *pg);
+static inline void kv_pool_unref(struct kv_pool *p, struct kv_page *pg)
+{
+    if (pg->refs > 1) { /* the common case inline: a release drops one lease per page */
+        pg->refs--;
+        return;
+    }
+    kv_pool_unref_last(p, pg);
+}
 
 /* Index a foreign node (a spill record) under (ns_id, hash); the key must not be indexed yet
  * (-EEXIST). Remove it again with kv_pool_unindex. */
@@ -230,11 +239,14 @@ static inline struct kv_page *kv_pool_page_of(struct kv_inode *in)
     return (struct kv_page *)((char *)in - offsetof(struct kv_page, in));
 }
 
-/* A page hit by a lookup: counts and tells the policy. */
+/* A page hit by a lookup: counts it and tells the policy, except for a pinned page: its last
+ * lease going is told as a touch anyway (kv_pool_unref_last), before anything could compare its
+ * use, so the indirect call per pinned page of a LOOKUP+PIN is skipped. */
 static inline void kv_pool_touch(struct kv_pool *p, struct kv_page *pg)
 {
     pg->hits++;
-    p->pol_ops->touch(pg->chunk->ns->pol, &pg->pol);
+    if (pg->pol.linked || pg->refs == 0)
+        p->pol_ops->touch(pg->chunk->ns->pol, &pg->pol);
 }
 
 /* Page by id, or NULL for an id that names no page of the arena. Inline, with the next one:
@@ -250,8 +262,8 @@ static inline struct kv_page *kv_pool_page_by_id(struct kv_pool *p, uint32_t id)
 /* Where a page starts in the arena. */
 static inline uint64_t kv_pool_page_offset(const struct kv_pool *p, const struct kv_page *pg)
 {
-    uint32_t slot = pg->id & 0xffff;
-    return (uint64_t)pg->chunk->idx * p->chunk_bytes + (uint64_t)slot * pg->chunk->ns->page_bytes;
+    (void)p;
+    return pg->offset;
 }
 
 /* Evict one victim of ns (or of any namespace when ns is NULL). 0, or -ENOENT if none. */

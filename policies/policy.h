@@ -3,8 +3,9 @@
  *
  * A policy sees only the pages that are *evictable* right now: committed, unpinned and leaves of
  * their chain (no committed child). The daemon adds a page when it becomes evictable, removes it
- * when it stops being so (pinned, got a child, freed), touches it on every hit, and feeds it the
- * attention scores workers report. victim() names the page to evict next without removing it; the
+ * when it stops being so (pinned, got a child, freed), touches it on every hit (a hit on a pinned
+ * page is told once, as the touch when its last lease goes), and feeds it the attention scores
+ * workers report. victim() names the page to evict next without removing it; the
  * daemon then removes it and takes it through EVICTING.
  *
  * Entries are intrusive (embedded in the daemon's page descriptor), so no call allocates and none
