@@ -39,9 +39,6 @@
     X("admin_group", STR, admin_group, "",                                                         \
       "group allowed to run admin operations (evict, policy set); empty: only kvd's uid and root") \
     X("socket_mode", UINT, socket_mode, "0660", "mode of the sockets (octal)")                     \
-    X("io_thread_batch", BOOL, io_thread_batch, "true",                                            \
-      "run ZeroMQ's I/O thread as SCHED_BATCH, so its wake-ups do not preempt the request loop "   \
-      "on a shared core and replies leave in batches")                                             \
     X("log_level", STR, log_level, "info", "error, warning, notice, info or debug")                \
     X("metrics_listen", STR, metrics_listen, "127.0.0.1:9477",                                     \
       "address:port of the Prometheus metrics endpoint (HTTP); port 0 picks a free port; "         \
@@ -76,7 +73,6 @@ struct kv_config {
     char client_group[KV_PATH_MAX];
     char admin_group[KV_PATH_MAX];
     uint64_t socket_mode;
-    uint64_t io_thread_batch;
     char log_level[KV_PATH_MAX];
     char metrics_listen[KV_PATH_MAX];
     char spill_path[KV_PATH_MAX];

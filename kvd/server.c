@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -92,12 +91,74 @@ void kvd_publish(struct kvd *d, const char *topic, const char *fmt, ...)
         zmq_send(d->pub, buf, strlen(buf), ZMQ_DONTWAIT);
 }
 
-void kvd_send(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf, size_t len)
+/* A reply held back during a drain. */
+struct kvd_out {
+    zmq_msg_t msg;
+    uint8_t rid[KV_RID_MAX];
+    uint8_t rid_len;
+    uint8_t sent;
+};
+
+static void send_now(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf, size_t len)
 {
     /* ROUTER_MANDATORY: an unknown or gone peer gives EHOSTUNREACH instead of a silent drop */
     if (zmq_send(d->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
         zmq_send(d->router, buf, len, ZMQ_DONTWAIT) < 0)
         kv_debug("reply dropped: %s", zmq_strerror(zmq_errno()));
+}
+
+/* Send the held replies: those to one peer as the parts of one message, in the order they were
+ * made (a client takes each part as a reply frame; replies carry their request's seq). ZeroMQ
+ * flushes a pipe, and wakes its I/O thread, once per message, not per part: one wake-up per
+ * client per drain instead of one per reply. Where the I/O thread shares kvd's core, each wake-up
+ * preempted the request loop: measured, that was most of kvd's cost per request. */
+static void flush_out(struct kvd *d)
+{
+    for (uint32_t i = 0; i < d->nout; i++) {
+        struct kvd_out *o = &d->out[i];
+        if (o->sent)
+            continue;
+        uint32_t last = i;
+        for (uint32_t j = i + 1; j < d->nout; j++)
+            if (d->out[j].rid_len == o->rid_len && memcmp(d->out[j].rid, o->rid, o->rid_len) == 0)
+                last = j;
+        int ok = zmq_send(d->router, o->rid, o->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0;
+        if (!ok)
+            kv_debug("replies dropped: %s", zmq_strerror(zmq_errno()));
+        for (uint32_t j = i; j <= last; j++) {
+            struct kvd_out *x = &d->out[j];
+            if (x->sent || x->rid_len != o->rid_len || memcmp(x->rid, o->rid, o->rid_len) != 0)
+                continue;
+            x->sent = 1;
+            /* on success the message is ZeroMQ's; a failed part ends the message (libzmq drops
+             * what it had of it) */
+            if (ok &&
+                zmq_msg_send(&x->msg, d->router, (j < last ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
+                ok = 0;
+            else if (ok)
+                continue;
+            zmq_msg_close(&x->msg);
+        }
+    }
+    d->nout = 0;
+}
+
+void kvd_send(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf, size_t len)
+{
+    if (d->corked && rid_len <= KV_RID_MAX) {
+        if (d->nout == KVD_OUT_BATCH)
+            flush_out(d);
+        struct kvd_out *o = &d->out[d->nout];
+        if (zmq_msg_init_size(&o->msg, len) == 0) {
+            memcpy(zmq_msg_data(&o->msg), buf, len);
+            memcpy(o->rid, rid, rid_len);
+            o->rid_len = (uint8_t)rid_len;
+            o->sent = 0;
+            d->nout++;
+            return;
+        }
+    }
+    send_now(d, rid, rid_len, buf, len);
 }
 
 /* ---- clients --------------------------------------------------------------------------------- */
@@ -439,6 +500,7 @@ static void zap_handle(struct kvd *d)
 
 static void router_drain(struct kvd *d)
 {
+    d->corked = 1; /* replies are held back (kvd_send) and go out before the final receive */
     for (;;) {
         zmq_msg_t rid, body;
         zmq_msg_init(&rid);
@@ -446,7 +508,12 @@ static void router_drain(struct kvd *d)
             zmq_msg_close(&rid);
             if (zmq_errno() == EINTR)
                 continue;
-            return; /* EAGAIN: drained (see above zap_handle) */
+            if (d->nout) { /* sends may consume the fd's signal: receive once more after them */
+                flush_out(d);
+                continue;
+            }
+            d->corked = 0;
+            return; /* EAGAIN with nothing sent since: drained (see above zap_handle) */
         }
         zmq_msg_init(&body);
         if (!zmq_msg_more(&rid) || zmq_msg_recv(&body, d->router, ZMQ_DONTWAIT) < 0) {
@@ -527,13 +594,6 @@ static int zmq_setup(struct kvd *d)
     d->zctx = zmq_ctx_new();
     if (!d->zctx)
         return -ENOMEM;
-    /* Before the first socket starts the I/O thread. Where the request loop and the I/O thread
-     * share a core, each reply's wake-up of the (default policy) I/O thread preempts the loop:
-     * one context-switch pair per reply. As SCHED_BATCH the I/O thread waits for the loop to
-     * block, then writes every queued reply at once (kvbench-rpc: 1.3-1.5x the pipelined
-     * throughput, docs/BENCHMARKS.md). SCHED_BATCH needs no privilege. */
-    if (d->cfg.io_thread_batch && zmq_ctx_set(d->zctx, ZMQ_THREAD_SCHED_POLICY, SCHED_BATCH) != 0)
-        kv_warn("cannot make the ZeroMQ I/O thread SCHED_BATCH: %s", zmq_strerror(zmq_errno()));
     /* ZAP handler first: the ROUTER's handshakes ask it */
     d->zap = zmq_socket(d->zctx, ZMQ_REP);
     if (!d->zap || zmq_bind(d->zap, "inproc://zeromq.zap.01") != 0)
@@ -660,11 +720,12 @@ int kvd_start(struct kvd *d)
                    (size_t)KVP_MAX_BATCH * sizeof(struct kvp_page) + sizeof(struct kvp_stats) +
                    65536;
     d->reply = malloc(d->reply_cap);
+    d->out = calloc(KVD_OUT_BATCH, sizeof(*d->out));
     d->walk = calloc(KVP_MAX_CHAIN, sizeof(*d->walk));
     for (d->rid_cap = 16; d->rid_cap < 2 * d->cfg.max_clients;)
         d->rid_cap *= 2;
     d->rid_map = malloc(d->rid_cap * sizeof(*d->rid_map));
-    if (!d->clients || !d->waiters || !d->reply || !d->walk || !d->rid_map)
+    if (!d->clients || !d->waiters || !d->reply || !d->out || !d->walk || !d->rid_map)
         return -ENOMEM;
     memset(d->rid_map, 0xff, d->rid_cap * sizeof(*d->rid_map));
     for (uint32_t i = 0; i < d->cfg.max_clients; i++)
@@ -860,6 +921,7 @@ void kvd_stop(struct kvd *d)
     free(d->clients);
     free(d->waiters);
     free(d->reply);
+    free(d->out);
     free(d->walk);
     free(d->rid_map);
     if (d->sig_fd >= 0)

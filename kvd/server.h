@@ -27,6 +27,8 @@
 struct kv_spill;
 
 #define KV_RID_MAX 64 /* ZeroMQ routing ids kvd accepts (libzmq's own are 5 bytes) */
+/* Replies held back during one drain of the ROUTER, at most (see kvd_send). */
+#define KVD_OUT_BATCH 64
 
 enum kv_client_state {
     KV_CLIENT_FREE = 0,
@@ -91,6 +93,9 @@ struct kvd {
     int have_client_gid, have_admin_gid;
     int stop, reload;
     uint8_t *reply;        /* reply buffer, reply_cap bytes */
+    struct kvd_out *out;   /* replies held back during a drain (server.c), KVD_OUT_BATCH */
+    uint32_t nout;
+    int corked; /* inside a drain: kvd_send holds replies back */
     struct kv_page **walk; /* a LOOKUP's committed prefix (ops.c), KVP_MAX_CHAIN entries */
     int32_t *rid_map;      /* routing id -> attached client slot, open addressing, -1 empty */
     uint32_t rid_cap;      /* power of two, >= 2 x max_clients */
@@ -193,7 +198,7 @@ void kvd_admin_request(struct kvd *d, struct kv_client *c, const struct kvp_msg 
                        const uint8_t *rid, size_t rid_len);
 /* admin.c: SIGHUP: re-read the configuration file, apply what can change at run time. */
 void kvd_reload(struct kvd *d);
-/* server.c: send a reply frame to rid. */
+/* server.c: send a reply frame to rid (held back until the end of the drain, inside one). */
 void kvd_send(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf, size_t len);
 /* server.c: drop a client and all its leases, attributing the release. */
 void kvd_client_gone(struct kvd *d, struct kv_client *c, enum kv_release_why why);

@@ -1,13 +1,10 @@
 /*
  * test_daemon.c - the kvd binary as an operator meets it: a second kvd on the same run directory
  * refuses to start (a second ZeroMQ bind on an ipc path would silently steal it), bad
- * configuration is a clear error with exit status 2, --print-config shows the effective
- * values (default < file < command line), and io_thread_batch sets the ZeroMQ I/O thread's
- * scheduling policy.
+ * configuration is a clear error with exit status 2, and --print-config shows the effective
+ * values (default < file < command line).
  */
 #include <criterion/criterion.h>
-#include <dirent.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,53 +93,4 @@ Test(daemon, print_config_shows_precedence)
     cr_assert_not_null(strstr(out, "chunk_size = 2097152"), "command line wins: %s", out);
     cr_assert_not_null(strstr(out, "policy = lru"), "default: %s", out);
     unlink(path);
-}
-
-/* The scheduling policy (field 41 of /proc/<pid>/task/<tid>/stat) of kvd's ZeroMQ I/O thread, or
- * -1 if there is none. The comm field may hold spaces: fields are counted after its ')'. */
-static int io_thread_policy(pid_t pid)
-{
-    char dir[64], path[384], comm[64], stat[1024];
-    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
-    DIR *dp = opendir(dir);
-    struct dirent *e;
-    int policy = -1;
-    while (dp && (e = readdir(dp)) != NULL) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(path, sizeof(path), "%s/%s/comm", dir, e->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        int named = fgets(comm, sizeof(comm), f) && strncmp(comm, "ZMQbg/IO", 8) == 0;
-        fclose(f);
-        snprintf(path, sizeof(path), "%s/%s/stat", dir, e->d_name);
-        if (!named || !(f = fopen(path, "r")))
-            continue;
-        size_t n = fread(stat, 1, sizeof(stat) - 1, f);
-        fclose(f);
-        stat[n] = '\0';
-        char *p = strrchr(stat, ')');
-        for (int field = 2; p && field < 41; field++) /* p is at the end of field `field` */
-            p = strchr(p + 1, ' ');
-        if (p)
-            policy = atoi(p + 1);
-    }
-    if (dp)
-        closedir(dp);
-    return policy;
-}
-
-Test(daemon, io_thread_is_sched_batch_unless_configured_off, .timeout = 60)
-{
-    struct kvt_kvd k;
-    cr_assert_eq(kvt_kvd_start(&k, NULL), 0);
-    int policy = -1; /* the thread applies its policy itself as it starts: allow it a moment */
-    for (int i = 0; i < 100 && (policy = io_thread_policy(k.pid)) != SCHED_BATCH; i++)
-        usleep(10000);
-    cr_assert_eq(policy, SCHED_BATCH);
-    kvt_kvd_cleanup(&k);
-    cr_assert_eq(kvt_kvd_start(&k, (const char *[]){"--set", "io_thread_batch=false", NULL}), 0);
-    cr_assert_eq(io_thread_policy(k.pid), SCHED_OTHER);
-    kvt_kvd_cleanup(&k);
 }

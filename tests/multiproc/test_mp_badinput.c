@@ -1,10 +1,12 @@
 /*
  * test_mp_badinput.c - hostile frames on the request channel, sent raw over ZeroMQ by a peer that
  * did the side-channel handshake itself. Each must get a typed error reply, after which the same
- * peer and another client (through libkvclient) are served normally.
+ * peer and another client (through libkvclient) are served normally. Also: how replies made in
+ * one drain arrive (parts of one message).
  */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -355,5 +357,50 @@ Test(badinput, layout_differs_from_namespace)
     kvc_close(b);
     cr_assert_eq(kvc_ping(a), 0);
     kvc_close(a);
+    other_client_ok();
+}
+
+/* Not bad input, but the same raw view of the wire: replies kvd makes in one drain of its ROUTER
+ * reach a peer as the parts of one message (server.c, flush_out), each part a whole reply frame.
+ * kvd is stopped while the requests are sent, so one drain finds them all. */
+Test(badinput, replies_of_one_drain_are_parts_of_one_message)
+{
+    enum { N = 32 };
+    struct raw r;
+    uint8_t seen[N] = {0};
+    int parts = 0, messages = 0;
+
+    raw_open(&r, 1);
+    raw_ping_ok(&r); /* connected and attached */
+    cr_assert_eq(kill(kvd.pid, SIGSTOP), 0);
+    for (uint32_t i = 0; i < N; i++) {
+        uint8_t f[sizeof(struct kvp_hdr)];
+        kvp_put_hdr(f, KVP_OP_PING, 0, 1000 + i, 0);
+        cr_assert_eq(zmq_send(r.sock, f, sizeof(f), 0), (int)sizeof(f));
+    }
+    usleep(100000); /* let the frames reach kvd's socket buffer */
+    cr_assert_eq(kill(kvd.pid, SIGCONT), 0);
+    while (parts < N) {
+        zmq_pollitem_t it = {r.sock, 0, ZMQ_POLLIN, 0};
+        uint8_t rep[256];
+        struct kvp_hdr h;
+        int more;
+        size_t ml = sizeof(more);
+        cr_assert_eq(zmq_poll(&it, 1, 10000), 1, "only %d of %d replies within 10 s", parts, N);
+        int n = zmq_recv(r.sock, rep, sizeof(rep), 0);
+        cr_assert_eq(n, (int)sizeof(h), "a part is one whole reply frame");
+        memcpy(&h, rep, sizeof(h));
+        cr_assert_eq(h.magic, KVP_MAGIC);
+        cr_assert_eq(h.op, KVP_OP_PING);
+        cr_assert_eq(h.status, KVP_OK);
+        cr_assert(h.seq >= 1000 && h.seq < 1000 + N && !seen[h.seq - 1000], "seq %u", h.seq);
+        seen[h.seq - 1000] = 1;
+        parts++;
+        cr_assert_eq(zmq_getsockopt(r.sock, ZMQ_RCVMORE, &more, &ml), 0);
+        messages += !more;
+    }
+    cr_assert_lt(messages, N, "%d replies came as %d messages: none were batched", N, messages);
+    raw_ping_ok(&r); /* the next reply is a message of its own */
+    raw_close(&r);
     other_client_ok();
 }
