@@ -16,13 +16,16 @@
  * echo server are fresh exec()s of this binary, so no ZeroMQ context crosses a fork.
  *
  *   kvbench-rpc [--kvd PATH] [--iters N] [--ops N] [--trials N] [--cpus CLIENT SERVER |
- *               --unpinned] [--big [OPS]]
+ *               --unpinned] [--clients N] [--big [OPS]]
+ *
+ * --clients N: only the pipelined phase, with N clients (for profiling one configuration).
  *
  * By default clients run on CPU 0 and both servers on CPU 1 (see pin()).
  *
  * The machines are shared 2-vCPU VMs: throughput trials alternate kvd and echo and the medians
  * (and the median of the per-trial ratios) are printed; read the ratios.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -32,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -215,14 +219,50 @@ struct slot {
     struct kvc_page pages[CHAIN];
 };
 
-/* One op = lookup+pin then release; DEPTH requests in flight. Prints "ops errors us". */
+/* CPU seconds this process (all its threads) has used. */
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+/* CPU seconds process pid (all its threads) has used: the sum of its threads' schedstat run
+ * times (ns resolution, unlike /proc/pid/stat's ticks). */
+static double proc_cpu_s(pid_t pid)
+{
+    char path[64];
+    double sum = 0;
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char p2[400];
+        unsigned long long ns;
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p2, sizeof(p2), "%s/%s/schedstat", path, e->d_name);
+        FILE *f = fopen(p2, "r");
+        if (f && fscanf(f, "%llu", &ns) == 1)
+            sum += (double)ns * 1e-9;
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return sum;
+}
+
+/* One op = lookup+pin then release; DEPTH requests in flight. Prints "ops errors us cpu_us"
+ * (cpu: this client's CPU time over the run, all threads). */
 static int client_main(const char *kind, const char *where, long ops)
 {
     static struct slot s[DEPTH];
     struct kvc_hash chain[CHAIN];
     long started = 0, done_ops = 0, errors = 0;
     char go[16];
-    double t0;
+    double t0, c0;
 
     make_chain(chain);
     if (strcmp(kind, "kvd") == 0) {
@@ -234,6 +274,7 @@ static int client_main(const char *kind, const char *where, long ops)
         if (fgets(go, sizeof(go), stdin) == NULL)
             return 1;
         t0 = now_us();
+        c0 = self_cpu_s();
         for (int i = 0; i < DEPTH && started < ops; i++, started++) {
             s[i].r = (struct kvc_req){.op = KVC_OP_LOOKUP,
                                       .flags = KVC_LOOKUP_PIN,
@@ -277,7 +318,7 @@ static int client_main(const char *kind, const char *where, long ops)
                     started++;
             }
         }
-        printf("%ld %ld %.0f\n", done_ops, errors, now_us() - t0);
+        printf("%ld %ld %.0f %.0f\n", done_ops, errors, now_us() - t0, (self_cpu_s() - c0) * 1e6);
         kvc_close(c);
     } else {
         struct echo_cli e;
@@ -289,6 +330,7 @@ static int client_main(const char *kind, const char *where, long ops)
         if (fgets(go, sizeof(go), stdin) == NULL)
             return 1;
         t0 = now_us();
+        c0 = self_cpu_s();
         for (; started < DEPTH && started < ops; started++)
             echo_send(&e, 1, (uint32_t)started);
         while (done_ops < ops) {
@@ -302,7 +344,7 @@ static int client_main(const char *kind, const char *where, long ops)
                 started++;
             }
         }
-        printf("%ld %ld %.0f\n", done_ops, errors, now_us() - t0);
+        printf("%ld %ld %.0f %.0f\n", done_ops, errors, now_us() - t0, (self_cpu_s() - c0) * 1e6);
     }
     fflush(stdout);
     return 0;
@@ -345,12 +387,19 @@ static void expect_ready(struct proc *p)
         die("a child did not start", -EIO);
 }
 
-/* Run n pipelined clients of kind against where; returns ops/s; adds errors. */
-static double run_clients(const char *kind, const char *where, int n, long ops, long *errors)
+/* CPU per operation of one trial, in microseconds: the clients' (all of them) and the server's. */
+struct trial_cpu {
+    double client_us, server_us;
+};
+
+/* Run n pipelined clients of kind against where (served by process server); returns ops/s; adds
+ * errors; fills *cpu. */
+static double run_clients(const char *kind, const char *where, pid_t server, int n, long ops,
+                          long *errors, struct trial_cpu *cpu)
 {
     static struct proc p[MAXCLI];
     char ops_s[32];
-    double t0, t1, sum_ops = 0;
+    double t0, t1, sum_ops = 0, client_us = 0, s0;
 
     snprintf(ops_s, sizeof(ops_s), "%ld", ops);
     for (int i = 0; i < n; i++) {
@@ -359,22 +408,28 @@ static double run_clients(const char *kind, const char *where, int n, long ops, 
     }
     for (int i = 0; i < n; i++)
         expect_ready(&p[i]);
+    s0 = proc_cpu_s(server);
     t0 = now_us();
     for (int i = 0; i < n; i++)
         if (write(p[i].in, "go\n", 3) != 3)
             die("go", -EIO);
     for (int i = 0; i < n; i++) {
         long d, e;
-        double us;
-        if (fscanf(p[i].out, "%ld %ld %lf", &d, &e, &us) != 3)
+        double us, cus;
+        if (fscanf(p[i].out, "%ld %ld %lf %lf", &d, &e, &us, &cus) != 4)
             die("client result", -EIO);
         sum_ops += (double)d;
+        client_us += cus;
         *errors += e;
         waitpid(p[i].pid, NULL, 0);
         fclose(p[i].out);
         close(p[i].in);
     }
     t1 = now_us();
+    if (cpu) {
+        cpu->client_us = client_us / sum_ops;
+        cpu->server_us = (proc_cpu_s(server) - s0) * 1e6 / sum_ops;
+    }
     return sum_ops / ((t1 - t0) / 1e6);
 }
 
@@ -432,7 +487,7 @@ int main(int argc, char **argv)
 {
     const char *kvd = getenv("KVBENCH_KVD");
     long iters = 5000, ops = 10000, big = 0;
-    int trials = 5;
+    int trials = 5, only = 0;
     char dir[] = "/tmp/kvbench-rpc.XXXXXX", run_dir[200], echo_ep[240];
     struct kvc_hash chain[CHAIN];
     struct proc echo;
@@ -460,15 +515,17 @@ int main(int argc, char **argv)
             cpu_client = cpu_server = -2;
         else if (strcmp(argv[i], "--trials") == 0 && i + 1 < argc)
             trials = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc)
+            only = atoi(argv[++i]);
         else if (strcmp(argv[i], "--big") == 0)
             big = (i + 1 < argc && argv[i + 1][0] != '-') ? atol(argv[++i]) : 100000;
         else {
             fprintf(stderr, "usage: kvbench-rpc [--kvd PATH] [--iters N] [--ops N] [--trials N] "
-                            "[--big [OPS]]\n");
+                            "[--cpus CLIENT SERVER | --unpinned] [--clients N] [--big [OPS]]\n");
             return 2;
         }
     }
-    if (trials < 1 || trials > 16 || iters < 10 || ops < 1)
+    if (trials < 1 || trials > 16 || iters < 10 || ops < 1 || only < 0 || only > MAXCLI)
         die("bad arguments", -EINVAL);
     if (kvd == NULL)
         die("no kvd binary (--kvd PATH)", -EINVAL);
@@ -493,7 +550,7 @@ int main(int argc, char **argv)
 
     if (big) {
         long errors = 0;
-        double r = run_clients("kvd", run_dir, MAXCLI, big, &errors);
+        double r = run_clients("kvd", run_dir, kvd_pid, MAXCLI, big, &errors, NULL);
         printf("kvbench-rpc --big: %d clients x %ld ops (lookup+pin of %d pages, then release), "
                "depth %d\n  %.0f ops/s, errors: %ld\n",
                MAXCLI, big, CHAIN, DEPTH, r, errors);
@@ -501,7 +558,7 @@ int main(int argc, char **argv)
     }
 
     /* 1. round trips, kvd and echo alternating in blocks of 100 */
-    {
+    if (!only) {
         double *lk = calloc((size_t)iters, sizeof(double)),
                *rl = calloc((size_t)iters, sizeof(double));
         double *el = calloc((size_t)iters, sizeof(double)),
@@ -565,18 +622,35 @@ int main(int argc, char **argv)
     printf("pipelined, depth %d per client, op = lookup+pin of %d pages then its release, %ld "
            "ops per client, median of %d alternating trials\n",
            DEPTH, CHAIN, ops, trials);
+    double cpu[4][5];
+    int ncpu = 0;
     printf("  %-8s %12s %12s %8s\n", "clients", "kvd ops/s", "echo ops/s", "ratio");
-    for (int n = 1; n <= 8; n *= (n == 1 ? 4 : 2)) {
+    for (int n = only ? only : 1; n <= (only ? only : 8); n *= (n == 1 ? 4 : 2)) {
         double k[16], e[16], r[16];
+        double kc[16], ks[16], ec[16], es[16];
         long ek = 0, ee = 0;
         for (int t = 0; t < trials; t++) {
-            k[t] = run_clients("kvd", run_dir, n, ops, &ek);
-            e[t] = run_clients("echo", echo_ep, n, ops, &ee);
+            struct trial_cpu ck, ce;
+            k[t] = run_clients("kvd", run_dir, kvd_pid, n, ops, &ek, &ck);
+            e[t] = run_clients("echo", echo_ep, echo.pid, n, ops, &ee, &ce);
             r[t] = k[t] / e[t];
+            kc[t] = ck.client_us, ks[t] = ck.server_us;
+            ec[t] = ce.client_us, es[t] = ce.server_us;
         }
         double km = pct(k, trials, .5), em = pct(e, trials, .5), rm = pct(r, trials, .5);
         printf("  %-8d %12.0f %12.0f %7.2fx   (goal >= 0.7x) errors %ld\n", n, km, em, rm, ek);
+        cpu[ncpu][0] = n;
+        cpu[ncpu][1] = pct(kc, trials, .5), cpu[ncpu][2] = pct(ec, trials, .5);
+        cpu[ncpu][3] = pct(ks, trials, .5), cpu[ncpu][4] = pct(es, trials, .5);
+        ncpu++;
     }
+    printf(
+        "CPU time per op (us, medians; clients: all client processes; server: all its threads)\n");
+    printf("  %-8s %10s %10s %10s %10s %10s\n", "clients", "cli kvd", "cli echo", "srv kvd",
+           "srv echo", "srv ratio");
+    for (int i = 0; i < ncpu; i++)
+        printf("  %-8.0f %10.2f %10.2f %10.2f %10.2f %9.2fx\n", cpu[i][0], cpu[i][1], cpu[i][2],
+               cpu[i][3], cpu[i][4], cpu[i][3] / cpu[i][4]);
 out:
     kvc_close(c);
     kill(echo.pid, SIGKILL);
