@@ -256,8 +256,10 @@ static void lookup_reply(struct req *r, struct chain_walk *w, int parked)
         if (pin) {
             kv_pool_ref(&d->pool, pg);
             kv_leases_add(&c->leases, pg->id);
+            pg->hits++; /* kv_pool_touch for a pinned page: the policy hears of it at release */
+        } else {
+            kv_pool_touch(&d->pool, pg);
         }
-        kv_pool_touch(&d->pool, pg);
         put_page(pages + (size_t)i * sizeof(struct kvp_page), &d->pool, pg, 0);
     }
     if (!parked) {
@@ -459,7 +461,7 @@ static void op_release(struct req *r)
     for (uint32_t i = 0; i < n; i++) {
         uint32_t id;
         memcpy(&id, r->m.elems + (size_t)i * 4, 4);
-        struct kv_page *pg = kv_pool_page_by_id(&d->pool, id);
+        struct kv_page *pg = kv_pool_page_by_held_id(&d->pool, id); /* its lease was held */
         pending_freed |= pg->state == KV_PAGE_WRITING && pg->refs == 1;
         kv_pool_unref(&d->pool, pg);
     }

@@ -259,6 +259,13 @@ static inline struct kv_page *kv_pool_page_by_id(struct kv_pool *p, uint32_t id)
     return &p->chunks[ci].pages[slot];
 }
 
+/* Page by the id of a lease its holder dropped just now: the id is known to be valid (leases
+ * are taken on real pages only), so no bounds checks. */
+static inline struct kv_page *kv_pool_page_by_held_id(struct kv_pool *p, uint32_t id)
+{
+    return &p->chunks[id >> 16].pages[id & 0xffff];
+}
+
 /* Where a page starts in the arena. */
 static inline uint64_t kv_pool_page_offset(const struct kv_pool *p, const struct kv_page *pg)
 {

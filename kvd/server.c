@@ -94,10 +94,17 @@ void kvd_publish(struct kvd *d, const char *topic, const char *fmt, ...)
 /* A reply held back during a drain. */
 struct kvd_out {
     zmq_msg_t msg;
+    uint64_t key; /* the routing id's first 8 bytes, zero-padded: most ids are 5 bytes */
     uint8_t rid[KV_RID_MAX];
     uint8_t rid_len;
     uint8_t sent;
 };
+
+static int same_peer(const struct kvd_out *a, const struct kvd_out *b)
+{
+    return a->key == b->key && a->rid_len == b->rid_len &&
+           (a->rid_len <= 8 || memcmp(a->rid + 8, b->rid + 8, a->rid_len - 8u) == 0);
+}
 
 static void send_now(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf, size_t len)
 {
@@ -120,14 +127,14 @@ static void flush_out(struct kvd *d)
             continue;
         uint32_t last = i;
         for (uint32_t j = i + 1; j < d->nout; j++)
-            if (d->out[j].rid_len == o->rid_len && memcmp(d->out[j].rid, o->rid, o->rid_len) == 0)
+            if (same_peer(&d->out[j], o))
                 last = j;
         int ok = zmq_send(d->router, o->rid, o->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0;
         if (!ok)
             kv_debug("replies dropped: %s", zmq_strerror(zmq_errno()));
         for (uint32_t j = i; j <= last; j++) {
             struct kvd_out *x = &d->out[j];
-            if (x->sent || x->rid_len != o->rid_len || memcmp(x->rid, o->rid, o->rid_len) != 0)
+            if (x->sent || !same_peer(x, o))
                 continue;
             x->sent = 1;
             /* on success the message is ZeroMQ's; a failed part ends the message (libzmq drops
@@ -153,6 +160,8 @@ void kvd_send(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf
             memcpy(zmq_msg_data(&o->msg), buf, len);
             memcpy(o->rid, rid, rid_len);
             o->rid_len = (uint8_t)rid_len;
+            o->key = 0;
+            memcpy(&o->key, rid, rid_len < 8 ? rid_len : 8);
             o->sent = 0;
             d->nout++;
             return;
