@@ -152,7 +152,8 @@ static void flush_out(struct kvd *d)
 
 void kvd_send(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf, size_t len)
 {
-    if (d->corked && rid_len <= KV_RID_MAX) {
+    /* large replies (admin listings) go at once: holding 64 of them could pin much memory */
+    if (d->corked && rid_len <= KV_RID_MAX && len <= 65536) {
         if (d->nout == KVD_OUT_BATCH)
             flush_out(d);
         struct kvd_out *o = &d->out[d->nout];
