@@ -27,8 +27,12 @@
 struct kv_spill;
 
 #define KV_RID_MAX 64 /* ZeroMQ routing ids kvd accepts (libzmq's own are 5 bytes) */
-/* Replies held back during one drain of the ROUTER, at most (see kvd_send). */
-#define KVD_OUT_BATCH 64
+/* Replies held back during one drain of the ROUTER, at most (see kvd_send). 16 keeps most of
+ * the saving (one I/O-thread wake-up per 16 replies instead of per reply) while a client with a
+ * deep pipeline gets its first replies, and works on them, before kvd is through the drain. */
+#ifndef KVD_OUT_BATCH
+#define KVD_OUT_BATCH 16
+#endif
 
 enum kv_client_state {
     KV_CLIENT_FREE = 0,
