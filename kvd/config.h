@@ -26,7 +26,9 @@
     X("backend", STR, backend, "auto",                                                             \
       "arena backend: auto (CUDA if a device is present), host, cuda")                             \
     X("device", UINT, device, "0", "CUDA device ordinal for the cuda backend")                     \
-    X("policy", STR, policy, "lru", "page eviction policy")                                        \
+    X("policy", STR, policy, "lru",                                                                \
+      "page eviction policy: lru, or h2o (the lowest attention mass workers reported, aged since " \
+      "the page's last use)")                                                                      \
     X("heartbeat_ms", UINT, heartbeat_ms, "10000",                                                 \
       "a client silent for 3 heartbeats is dropped (fallback; death is normally seen at once "     \
       "through its pidfd and side channel)")                                                       \

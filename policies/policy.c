@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-static const struct pol_ops *const all_policies[] = {&pol_lru_ops};
+static const struct pol_ops *const all_policies[] = {&pol_lru_ops, &pol_h2o_ops};
 
 const struct pol_ops *pol_find(const char *name)
 {
@@ -15,5 +15,5 @@ const struct pol_ops *pol_find(const char *name)
 
 const char *pol_names(void)
 {
-    return "lru";
+    return "lru,h2o";
 }

@@ -23,9 +23,11 @@ extern "C" {
 #endif
 
 struct pol_entry {
-    struct pol_entry *prev, *next; /* list position (policy-private) */
+    struct pol_entry *prev, *next; /* list or heap position (policy-private) */
+    struct pol_entry *child;       /* heap position (policy-private) */
     uint64_t tick;                 /* last access, in policy ticks */
-    double score;                  /* aggregated attention mass (H2O), decayed */
+    double score;                  /* attention mass workers reported for the page, summed */
+    double key;                    /* the policy's ordering key, if it keeps one */
     uint8_t linked;                /* 1 while the policy holds the entry */
 };
 
@@ -44,11 +46,12 @@ struct pol_ops {
     size_t (*count)(const struct pol *p);       /* entries held */
 };
 
-extern const struct pol_ops pol_lru_ops;
+extern const struct pol_ops pol_lru_ops; /* least recently used; scores are kept, not used */
+extern const struct pol_ops pol_h2o_ops; /* lowest attention mass, aged since last use (h2o.c) */
 
-/* Policy by name ("lru"), or NULL. */
+/* Policy by name ("lru", "h2o"), or NULL. */
 const struct pol_ops *pol_find(const char *name);
-/* Comma-separated names of all policies, for help and errors. */
+/* Comma-separated names of all policies (no spaces), for help and errors. */
 const char *pol_names(void);
 
 #ifdef __cplusplus

@@ -211,6 +211,10 @@ Test(ops_kvctl, policy)
     cr_expect_str_eq(json_object_get_string(get(j, "policy")), "lru");
     cr_expect_geq(json_object_array_length(get(j, "known")), 1);
     json_object_put(j);
+    j = kvctl_json("policy", "set", "h2o");
+    cr_expect_str_eq(json_object_get_string(get(j, "policy")), "h2o");
+    cr_expect_eq(json_object_array_length(get(j, "known")), 2);
+    json_object_put(j);
     j = kvctl_json("policy", "set", "lru");
     cr_expect_str_eq(json_object_get_string(get(j, "policy")), "lru");
     json_object_put(j);
