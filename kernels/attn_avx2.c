@@ -65,6 +65,28 @@ INLINE __m256 reduce8(const float *part)
                          _mm256_permute2f128_ps(b0, b1, 0x31));
 }
 
+/* exp(x) for x <= 88.7, Cephes expf polynomial (max error ~2 ulp on [-87, 88]); 0 below -87.3. */
+INLINE __m256 exp8(__m256 x)
+{
+    const __m256 lo = _mm256_set1_ps(-87.3f);
+    __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep);
+}
+
 /* ---- simple formats: one scale per token (or none) ---------------------------------------- */
 
 /* Bytes per element of a simple format. */
@@ -328,6 +350,315 @@ SIMPLE_KERNELS(e5m2, KV_FMT_FP8_E5M2)
 SIMPLE_KERNELS(int8, KV_FMT_INT8)
 SIMPLE_KERNELS(tf32, ATTN_TAIL_F32)
 SIMPLE_KERNELS(tf16, ATTN_TAIL_F16)
+
+/* ---- fused decode window (simple formats, head_dim 64 or 128) ----------------------------- */
+
+/*
+ * One window of one KV head in three steps, all on L1-resident buffers of the window: logits of
+ * hn <= 4 query heads (each key row decoded once for all of them, 8 tokens reduced by one hadd
+ * tree in registers), the online-softmax update with the per-token value scales folded into the
+ * weights, and the weighted sum of the value rows (each row decoded once, the accumulators of a
+ * slice of channels in registers). head_dim is a compile-time constant here (64 or 128), so the
+ * channel loops unroll and the accumulators stay in registers; other head dims take dot + axpy.
+ */
+#define WS (ATTN_CHUNK + 8) /* row stride of the window buffers: 8-wide stores pass n by < 8 */
+
+/* Prefetch cursor over a window's attn_pf ranges. */
+struct pf_cur {
+    const struct attn_pf *pf;
+    unsigned r, n, k; /* current range, ranges, lines per step */
+    const uint8_t *p; /* next line */
+};
+
+INLINE void pf_init(struct pf_cur *c, const struct attn_pf *pf, unsigned steps)
+{
+    c->pf = pf;
+    c->r = 0;
+    c->n = pf ? pf->n : 0;
+    c->k = c->n ? (pf->lines + steps - 1) / steps : 0;
+    c->p = c->n ? pf->lo[0] : NULL;
+}
+
+/* Issues the next m * k line prefetches. */
+INLINE void pf_step(struct pf_cur *c, unsigned m)
+{
+    for (unsigned i = m * c->k; i && c->r < c->n; i--) {
+        _mm_prefetch((const char *)c->p, _MM_HINT_T0);
+        c->p += 64;
+        if (c->p >= c->pf->hi[c->r] && ++c->r < c->n)
+            c->p = c->pf->lo[c->r];
+    }
+}
+
+/* Channels [c, c+32) of a row, unscaled, as 4 vectors (channels c+8i .. c+8i+7). (Decoding FP8
+ * from the low and high bytes of one 32-byte load, in a permuted channel order, measured no
+ * faster here than two 16-byte sign-extending loads.) */
+INLINE void load32(int fmt, const uint8_t *row, unsigned c, __m256 *v)
+{
+    load16(fmt, row, c, &v[0], &v[1]);
+    load16(fmt, row, c + 16, &v[2], &v[3]);
+}
+
+/* Logits of tokens [0, jn) of 8 rows starting at k0 (row stride rs; missing rows read row 0) for
+ * hn heads of q [hn][D]: out[hh] lane j = q_hh . decode(K_j), unscaled. With
+ * one or two heads each row keeps two accumulators (shorter FMA chains). */
+INLINE void win_dot8(int fmt, unsigned D, unsigned hn, const uint8_t *k0, size_t rs, unsigned jn,
+                     const float *q, __m256 *out)
+{
+    const unsigned na = hn <= 2 ? 2 : 1;
+    __m256 pr[4][4]; /* [head][token pair]: hadd of the pair's two accumulators */
+#pragma GCC unroll 4
+    for (unsigned p = 0; p < 4; p++) {
+        const uint8_t *ra = k0 + (2 * p < jn ? 2 * p : 0) * rs;
+        const uint8_t *rb = k0 + (2 * p + 1 < jn ? 2 * p + 1 : 0) * rs;
+        __m256 a[4][2][2];
+#pragma GCC unroll 4
+        for (unsigned hh = 0; hh < hn; hh++)
+            a[hh][0][0] = a[hh][0][1] = a[hh][1][0] = a[hh][1][1] = _mm256_setzero_ps();
+#pragma GCC unroll 8
+        for (unsigned c = 0; c < D; c += 32) {
+            __m256 x[4], y[4];
+            load32(fmt, ra, c, x);
+            load32(fmt, rb, c, y);
+#pragma GCC unroll 4
+            for (unsigned hh = 0; hh < hn; hh++)
+#pragma GCC unroll 4
+                for (unsigned i = 0; i < 4; i++) {
+                    __m256 qv = _mm256_loadu_ps(q + hh * D + c + 8 * i);
+                    a[hh][0][i % na] = _mm256_fmadd_ps(qv, x[i], a[hh][0][i % na]);
+                    a[hh][1][i % na] = _mm256_fmadd_ps(qv, y[i], a[hh][1][i % na]);
+                }
+        }
+#pragma GCC unroll 4
+        for (unsigned hh = 0; hh < hn; hh++) {
+            __m256 sa = na == 2 ? _mm256_add_ps(a[hh][0][0], a[hh][0][1]) : a[hh][0][0];
+            __m256 sb = na == 2 ? _mm256_add_ps(a[hh][1][0], a[hh][1][1]) : a[hh][1][0];
+            pr[hh][p] = _mm256_hadd_ps(sa, sb);
+        }
+    }
+#pragma GCC unroll 4
+    for (unsigned hh = 0; hh < hn; hh++) { /* as reduce8 */
+        __m256 b0 = _mm256_hadd_ps(pr[hh][0], pr[hh][1]), b1 = _mm256_hadd_ps(pr[hh][2], pr[hh][3]);
+        out[hh] = _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20),
+                                _mm256_permute2f128_ps(b0, b1, 0x31));
+    }
+}
+
+/* Per-token multipliers of 8 tokens from f32 scales at sc (jn valid), times mul. */
+INLINE __m256 win_scale8(int fmt, const uint8_t *sc, unsigned jn, float mul)
+{
+    if (fmt == KV_FMT_F16 || fmt == KV_FMT_BF16)
+        return _mm256_set1_ps(1.0f);
+    if (jn == 8)
+        return _mm256_mul_ps(_mm256_loadu_ps((const float *)sc), _mm256_set1_ps(mul));
+    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    memcpy(t, sc, jn * sizeof(float));
+    return _mm256_mul_ps(_mm256_loadu_ps(t), _mm256_set1_ps(mul));
+}
+
+/* s[hh * WS + j] = logit of head hh, token j of the window; lanes [n, n + 8) are clobbered. */
+INLINE void win_logits(int fmt, unsigned D, unsigned hn, const struct attn_win *w, const float *q,
+                       float *s, struct pf_cur *pf)
+{
+    size_t rs = (size_t)D * esize(fmt);
+    float mul = fmt == KV_FMT_FP8_E4M3 ? 256.0f : 1.0f; /* see tok_scale */
+    unsigned off = 0;
+    for (unsigned i = 0; i < w->nrun; i++) {
+        const struct attn_run *r = &w->run[i];
+        for (unsigned j0 = 0; j0 < r->n; j0 += 8) {
+            unsigned jn = r->n - j0 < 8 ? r->n - j0 : 8;
+            __m256 x[4];
+            pf_step(pf, 8);
+            win_dot8(fmt, D, hn, r->k + j0 * rs, rs, jn, q, x);
+            __m256 sc = win_scale8(fmt, r->ks + 4 * (size_t)j0, jn, mul);
+#pragma GCC unroll 4
+            for (unsigned hh = 0; hh < hn; hh++)
+                _mm256_storeu_ps(s + hh * WS + off + j0, _mm256_mul_ps(x[hh], sc));
+        }
+        off += r->n;
+    }
+}
+
+/* acc[hh][c] += sum_j wt[hh * WS + j] * decode(V_j)[c] for hn heads: channels in slices whose
+ * accumulators fit in registers (hn * slice / 8 <= 8), every value row decoded once per slice. */
+INLINE void win_values(int fmt, unsigned D, unsigned hn, const struct attn_win *w, const float *wt,
+                       float *acc, struct pf_cur *pf)
+{
+    const unsigned cw = hn == 1 ? 64 : hn <= 3 ? 32 : 16;
+    size_t rs = (size_t)D * esize(fmt);
+    for (unsigned c0 = 0; c0 < D; c0 += cw) {
+        __m256 a[4][8];
+#pragma GCC unroll 4
+        for (unsigned hh = 0; hh < hn; hh++)
+#pragma GCC unroll 8
+            for (unsigned v = 0; v < cw / 8; v++)
+                a[hh][v] = _mm256_loadu_ps(acc + hh * D + c0 + 8 * v);
+        const float *wj = wt;
+        for (unsigned i = 0; i < w->nrun; i++) {
+            const struct attn_run *r = &w->run[i];
+            const uint8_t *row = r->v;
+            for (unsigned j = 0; j < r->n; j++, row += rs, wj++) {
+                pf_step(pf, 1);
+#pragma GCC unroll 4
+                for (unsigned cc = 0; cc < cw; cc += 16) {
+                    __m256 lo, hi;
+                    load16(fmt, row, c0 + cc, &lo, &hi);
+#pragma GCC unroll 4
+                    for (unsigned hh = 0; hh < hn; hh++) {
+                        __m256 b = _mm256_broadcast_ss(wj + hh * WS);
+                        a[hh][cc / 8] = _mm256_fmadd_ps(b, lo, a[hh][cc / 8]);
+                        a[hh][cc / 8 + 1] = _mm256_fmadd_ps(b, hi, a[hh][cc / 8 + 1]);
+                    }
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (unsigned hh = 0; hh < hn; hh++)
+#pragma GCC unroll 8
+            for (unsigned v = 0; v < cw / 8; v++)
+                _mm256_storeu_ps(acc + hh * D + c0 + 8 * v, a[hh][v]);
+    }
+}
+
+/* Online-softmax update of one head with the window's logits s[0, n) (s[n, n + 8) writable):
+ * wt[j] = exp(s_j - m') * vsc[j] (vsc NULL: 1), as softmax_step in attn_cpu.c. */
+INLINE void win_softmax(float *s, unsigned n, const float *vsc, float *m, float *lsum, float *acc,
+                        unsigned D, float *wt)
+{
+    unsigned n8 = (n + 7) & ~7u;
+    for (unsigned j = n; j < n8; j++)
+        s[j] = -INFINITY;
+    __m256 mx = _mm256_set1_ps(-INFINITY);
+    for (unsigned j = 0; j < n8; j += 8)
+        mx = _mm256_max_ps(_mm256_loadu_ps(s + j), mx); /* NaN logits are skipped, as row_max */
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float mnew = fmaxf(*m, _mm_cvtss_f32(m4));
+    if (mnew == -INFINITY) { /* every logit masked: contributes nothing */
+        memset(wt, 0, n8 * sizeof(float));
+        return;
+    }
+    __m256 vm = _mm256_set1_ps(mnew), sum = _mm256_setzero_ps();
+    for (unsigned j = 0; j < n8; j += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+        sum = _mm256_add_ps(sum, e);
+        _mm256_storeu_ps(wt + j, vsc ? _mm256_mul_ps(e, _mm256_loadu_ps(vsc + j)) : e);
+    }
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    if (mnew != *m) {
+        float alpha = *m == -INFINITY ? 0.0f : expf(*m - mnew);
+        __m256 va = _mm256_set1_ps(alpha);
+        for (unsigned c = 0; c < D; c += 8)
+            _mm256_storeu_ps(acc + c, _mm256_mul_ps(_mm256_loadu_ps(acc + c), va));
+        *lsum *= alpha;
+        *m = mnew;
+    }
+    *lsum += _mm_cvtss_f32(s4);
+}
+
+/* One block of hn heads of a window (kfmt/vfmt/D constant after inlining). */
+INLINE void win_block(int kfmt, int vfmt, unsigned D, unsigned hn, const struct attn_win *w,
+                      const float *q, float *m, float *lsum, float *acc, float *lg, size_t ld,
+                      const float *vsc, float *work, struct pf_cur *pf)
+{
+    float *s = work, *wt = work + 4 * WS;
+    win_logits(kfmt, D, hn, w, q, s, pf);
+    for (unsigned hh = 0; hh < hn; hh++) {
+        if (lg)
+            memcpy(lg + hh * ld, s + hh * WS, w->n * sizeof(float));
+        win_softmax(s + hh * WS, w->n, vsc, &m[hh], &lsum[hh], acc + hh * D, D, wt + hh * WS);
+    }
+    win_values(vfmt, D, hn, w, wt, acc, pf);
+}
+
+#define WIN_BLOCKS(kf, vf, D)                                                                      \
+    for (unsigned h0 = 0; h0 < g; h0 += 4) {                                                       \
+        unsigned hn = g - h0 < 4 ? g - h0 : 4;                                                     \
+        const float *qh = q + (size_t)h0 * D;                                                      \
+        float *ah = acc + (size_t)h0 * D, *lh = lg ? lg + h0 * ld : NULL;                          \
+        if (hn == 1)                                                                               \
+            win_block(kf, vf, D, 1, w, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work, &pf);         \
+        else if (hn == 2)                                                                          \
+            win_block(kf, vf, D, 2, w, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work, &pf);         \
+        else if (hn == 3)                                                                          \
+            win_block(kf, vf, D, 3, w, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work, &pf);         \
+        else                                                                                       \
+            win_block(kf, vf, D, 4, w, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work, &pf);         \
+    }
+
+/* Instantiated per (key format = value format, D): mixed-format layouts take dot + axpy. */
+#define WIN_KERNEL(name, fmt)                                                                      \
+    static TGT void win_##name(const struct attn_win *w, const float *q, unsigned g, float *m,     \
+                               float *lsum, float *acc, float *lg, size_t ld, float *work)         \
+    {                                                                                              \
+        float *vsc = NULL;                                                                         \
+        struct pf_cur pf;                                                                          \
+        pf_init(&pf, w->pf, 2 * w->n); /* one step per token in each of the two passes */          \
+        if (fmt != KV_FMT_F16 && fmt != KV_FMT_BF16) { /* value scales of the window */            \
+            float mul = fmt == KV_FMT_FP8_E4M3 ? 256.0f : 1.0f;                                    \
+            unsigned off = 0;                                                                      \
+            vsc = work + 8 * WS;                                                                   \
+            for (unsigned i = 0; i < w->nrun; i++)                                                 \
+                for (unsigned j = 0; j < w->run[i].n; j++)                                         \
+                    vsc[off++] = mul * ld_f32(w->run[i].vs + 4 * (size_t)j);                       \
+            for (; off % 8; off++)                                                                 \
+                vsc[off] = 0.0f;                                                                   \
+        }                                                                                          \
+        if (w->d == 64) {                                                                          \
+            WIN_BLOCKS(fmt, fmt, 64)                                                               \
+        } else {                                                                                   \
+            WIN_BLOCKS(fmt, fmt, 128)                                                              \
+        }                                                                                          \
+        pf_step(&pf, 2 * w->n); /* whatever is left (none unless rounding) */                      \
+    }
+WIN_KERNEL(f16, KV_FMT_F16)
+WIN_KERNEL(bf16, KV_FMT_BF16)
+WIN_KERNEL(e4m3, KV_FMT_FP8_E4M3)
+WIN_KERNEL(e5m2, KV_FMT_FP8_E5M2)
+WIN_KERNEL(int8, KV_FMT_INT8)
+
+static void avx2_win(const struct attn_win *w, const float *q, unsigned g, float *m, float *lsum,
+                     float *acc, float *lg, size_t ld, float *work)
+{
+    switch (w->kfmt) {
+    case KV_FMT_F16:
+        win_f16(w, q, g, m, lsum, acc, lg, ld, work);
+        break;
+    case KV_FMT_BF16:
+        win_bf16(w, q, g, m, lsum, acc, lg, ld, work);
+        break;
+    case KV_FMT_FP8_E4M3:
+        win_e4m3(w, q, g, m, lsum, acc, lg, ld, work);
+        break;
+    case KV_FMT_FP8_E5M2:
+        win_e5m2(w, q, g, m, lsum, acc, lg, ld, work);
+        break;
+    default:
+        win_int8(w, q, g, m, lsum, acc, lg, ld, work);
+        break;
+    }
+}
+
+static int avx2_win_ok(const struct kv_layout *l)
+{
+    if (l->head_dim != 64 && l->head_dim != 128)
+        return 0;
+    if (l->k_fmt != l->v_fmt)
+        return 0;
+    switch (l->k_fmt) {
+    case KV_FMT_F16:
+    case KV_FMT_BF16:
+    case KV_FMT_FP8_E4M3:
+    case KV_FMT_FP8_E5M2:
+    case KV_FMT_INT8:
+        return 1;
+    default:
+        return 0;
+    }
+}
 
 /* ---- packed 4/2-bit formats --------------------------------------------------------------- */
 
@@ -643,28 +974,6 @@ static void avx2_axpy(const struct attn_seg *s, unsigned t0, unsigned n, const f
     }
 }
 
-/* exp(x) for x <= 88.7, Cephes expf polynomial (max error ~2 ulp on [-87, 88]); 0 below -87.3. */
-INLINE __m256 exp8(__m256 x)
-{
-    const __m256 lo = _mm256_set1_ps(-87.3f);
-    __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
-    x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.3f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e =
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep);
-}
-
 static TGT float avx2_expsum(float *x, unsigned n, float m)
 {
     __m256 vm = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
@@ -693,6 +1002,8 @@ const struct attn_ops attn_ops_avx2 = {
     .dot = avx2_dot,
     .axpy = avx2_axpy,
     .expsum = avx2_expsum,
+    .win = avx2_win,
+    .win_ok = avx2_win_ok,
 };
 
 #endif
