@@ -13,7 +13,7 @@
  * Pages sit at their real stride (all layers), so one layer's slices are scattered as in the arena.
  *
  *   kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] [--reps R] [--ctx N]...
- *                [--fmt NAME (with F16)] [--prefill NQ] [--tier scalar|avx2]
+ *                [--fmt NAME (with F16)] [--prefill NQ] [--tier scalar|avx2] [--ratio 3|1]
  * --prefill NQ also times one causal prefill of NQ queries against NQ decode calls.
  */
 #include <errno.h>
@@ -32,7 +32,8 @@ static volatile int g_sink; /* keeps the streaming read's loads alive */
 
 struct opts {
     unsigned page_tokens, batch_ms, reps, n_ctx, ctx[8], layers, prefill;
-    int only_fmt; /* 0: every format */
+    unsigned only_g; /* 0: 3:1 and 1:1; else only this ratio (3 or 1), for profiling */
+    int only_fmt;    /* 0: every format */
 };
 
 static double now_s(void)
@@ -260,6 +261,8 @@ int main(int argc, char **argv)
             o.prefill = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--fmt") && i + 1 < argc)
             o.only_fmt = kv_fmt_parse(argv[++i]);
+        else if (!strcmp(argv[i], "--ratio") && i + 1 < argc)
+            o.only_g = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--layers") && i + 1 < argc)
             o.layers = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
@@ -276,7 +279,8 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] "
-                    "[--reps R] [--ctx N]... [--fmt NAME] [--prefill NQ] [--tier scalar|avx2]\n");
+                    "[--reps R] [--ctx N]... [--fmt NAME] [--prefill NQ] [--tier scalar|avx2] "
+                    "[--ratio 3|1]\n");
             return 2;
         }
     }
@@ -285,6 +289,10 @@ int main(int argc, char **argv)
         o.ctx[1] = 8192;
         o.ctx[2] = 32768;
         o.n_ctx = 3;
+    }
+    if (o.only_g != 0 && o.only_g != 1 && o.only_g != 3) {
+        fprintf(stderr, "kvbench-attn: --ratio is 3 or 1\n");
+        return 2;
     }
     if (o.only_fmt < 0) {
         fprintf(stderr, "kvbench-attn: unknown format\n");
@@ -321,6 +329,8 @@ int main(int argc, char **argv)
             }
             for (unsigned ri = 0; ri < 2; ri++) {
                 unsigned nqh = ri == 0 ? 9 : 3;
+                if (o.only_g && nqh != 3 * o.only_g)
+                    continue;
                 double t = time_decode(&o, &c, nqh, 0);
                 if (fi == 0)
                     f16_t[ri] = t;
@@ -330,7 +340,7 @@ int main(int argc, char **argv)
             }
             if (o.prefill && o.prefill <= o.ctx[ci])
                 time_prefill(&c, o.ctx[ci], o.prefill);
-            if (fmts[fi] == KV_FMT_FP8_E4M3 || fmts[fi] == KV_FMT_F16) {
+            if ((fmts[fi] == KV_FMT_FP8_E4M3 || fmts[fi] == KV_FMT_F16) && o.only_g != 1) {
                 double t = time_decode(&o, &c, 9, 1);
                 printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8s %7s  (+ H2O scores)\n",
                        kv_fmt_name(fmts[fi]), o.ctx[ci], "3:1", t * 1e6, o.ctx[ci] / t * 1e-6,
