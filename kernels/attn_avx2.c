@@ -26,6 +26,25 @@
 
 #include "attn_impl.h"
 
+/* Full unrolling of the window kernels (below), one copy per format x head dim x query heads,
+ * keeps their accumulators in registers. Under AddressSanitizer they stay in memory anyway, and
+ * clang -O2 spent over 5 minutes and 2.5 GB per copy of this file instrumenting the 40 unrolled
+ * instances (twice in the fuzz build), so there the loops stay rolled and the number of query
+ * heads is a run-time value: the same code paths, 10 instances. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KV_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KV_ASAN 1
+#endif
+#endif
+#define KV_PRAGMA(x) _Pragma(#x)
+#ifdef KV_ASAN
+#define KV_UNROLL(n)
+#else
+#define KV_UNROLL(n) KV_PRAGMA(GCC unroll n)
+#endif
+
 #define TGT    __attribute__((target("avx2,f16c,fma")))
 #define INLINE static inline __attribute__((always_inline)) TGT
 
@@ -407,36 +426,36 @@ INLINE void win_dot8(int fmt, unsigned D, unsigned hn, const uint8_t *k0, size_t
 {
     const unsigned na = hn <= 2 ? 2 : 1;
     __m256 pr[4][4]; /* [head][token pair]: hadd of the pair's two accumulators */
-#pragma GCC unroll 4
+    KV_UNROLL(4)
     for (unsigned p = 0; p < 4; p++) {
         const uint8_t *ra = k0 + (2 * p < jn ? 2 * p : 0) * rs;
         const uint8_t *rb = k0 + (2 * p + 1 < jn ? 2 * p + 1 : 0) * rs;
         __m256 a[4][2][2];
-#pragma GCC unroll 4
+        KV_UNROLL(4)
         for (unsigned hh = 0; hh < hn; hh++)
             a[hh][0][0] = a[hh][0][1] = a[hh][1][0] = a[hh][1][1] = _mm256_setzero_ps();
-#pragma GCC unroll 8
+        KV_UNROLL(8)
         for (unsigned c = 0; c < D; c += 32) {
             __m256 x[4], y[4];
             load32(fmt, ra, c, x);
             load32(fmt, rb, c, y);
-#pragma GCC unroll 4
+            KV_UNROLL(4)
             for (unsigned hh = 0; hh < hn; hh++)
-#pragma GCC unroll 4
-                for (unsigned i = 0; i < 4; i++) {
-                    __m256 qv = _mm256_loadu_ps(q + hh * D + c + 8 * i);
-                    a[hh][0][i % na] = _mm256_fmadd_ps(qv, x[i], a[hh][0][i % na]);
-                    a[hh][1][i % na] = _mm256_fmadd_ps(qv, y[i], a[hh][1][i % na]);
-                }
+                KV_UNROLL(4)
+            for (unsigned i = 0; i < 4; i++) {
+                __m256 qv = _mm256_loadu_ps(q + hh * D + c + 8 * i);
+                a[hh][0][i % na] = _mm256_fmadd_ps(qv, x[i], a[hh][0][i % na]);
+                a[hh][1][i % na] = _mm256_fmadd_ps(qv, y[i], a[hh][1][i % na]);
+            }
         }
-#pragma GCC unroll 4
+        KV_UNROLL(4)
         for (unsigned hh = 0; hh < hn; hh++) {
             __m256 sa = na == 2 ? _mm256_add_ps(a[hh][0][0], a[hh][0][1]) : a[hh][0][0];
             __m256 sb = na == 2 ? _mm256_add_ps(a[hh][1][0], a[hh][1][1]) : a[hh][1][0];
             pr[hh][p] = _mm256_hadd_ps(sa, sb);
         }
     }
-#pragma GCC unroll 4
+    KV_UNROLL(4)
     for (unsigned hh = 0; hh < hn; hh++) { /* as reduce8 */
         __m256 b0 = _mm256_hadd_ps(pr[hh][0], pr[hh][1]), b1 = _mm256_hadd_ps(pr[hh][2], pr[hh][3]);
         out[hh] = _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20),
@@ -471,7 +490,7 @@ INLINE void win_logits(int fmt, unsigned D, unsigned hn, const struct attn_win *
             pf_step(pf, 8);
             win_dot8(fmt, D, hn, r->k + j0 * rs, rs, jn, q, x);
             __m256 sc = win_scale8(fmt, r->ks + 4 * (size_t)j0, jn, mul);
-#pragma GCC unroll 4
+            KV_UNROLL(4)
             for (unsigned hh = 0; hh < hn; hh++)
                 _mm256_storeu_ps(s + hh * WS + off + j0, _mm256_mul_ps(x[hh], sc));
         }
@@ -488,22 +507,22 @@ INLINE void win_values(int fmt, unsigned D, unsigned hn, const struct attn_win *
     size_t rs = (size_t)D * esize(fmt);
     for (unsigned c0 = 0; c0 < D; c0 += cw) {
         __m256 a[4][8];
-#pragma GCC unroll 4
+        KV_UNROLL(4)
         for (unsigned hh = 0; hh < hn; hh++)
-#pragma GCC unroll 8
-            for (unsigned v = 0; v < cw / 8; v++)
-                a[hh][v] = _mm256_loadu_ps(acc + hh * D + c0 + 8 * v);
+            KV_UNROLL(8)
+        for (unsigned v = 0; v < cw / 8; v++)
+            a[hh][v] = _mm256_loadu_ps(acc + hh * D + c0 + 8 * v);
         const float *wj = wt;
         for (unsigned i = 0; i < w->nrun; i++) {
             const struct attn_run *r = &w->run[i];
             const uint8_t *row = r->v;
             for (unsigned j = 0; j < r->n; j++, row += rs, wj++) {
                 pf_step(pf, 1);
-#pragma GCC unroll 4
+                KV_UNROLL(4)
                 for (unsigned cc = 0; cc < cw; cc += 16) {
                     __m256 lo, hi;
                     load16(fmt, row, c0 + cc, &lo, &hi);
-#pragma GCC unroll 4
+                    KV_UNROLL(4)
                     for (unsigned hh = 0; hh < hn; hh++) {
                         __m256 b = _mm256_broadcast_ss(wj + hh * WS);
                         a[hh][cc / 8] = _mm256_fmadd_ps(b, lo, a[hh][cc / 8]);
@@ -512,11 +531,11 @@ INLINE void win_values(int fmt, unsigned D, unsigned hn, const struct attn_win *
                 }
             }
         }
-#pragma GCC unroll 4
+        KV_UNROLL(4)
         for (unsigned hh = 0; hh < hn; hh++)
-#pragma GCC unroll 8
-            for (unsigned v = 0; v < cw / 8; v++)
-                _mm256_storeu_ps(acc + hh * D + c0 + 8 * v, a[hh][v]);
+            KV_UNROLL(8)
+        for (unsigned v = 0; v < cw / 8; v++)
+            _mm256_storeu_ps(acc + hh * D + c0 + 8 * v, a[hh][v]);
     }
 }
 
@@ -574,6 +593,14 @@ INLINE void win_block(int kfmt, int vfmt, unsigned D, unsigned hn, const struct 
     win_values(vfmt, D, hn, w, wt, acc, pf);
 }
 
+#ifdef KV_ASAN /* one copy per (format, D), hn at run time: see KV_UNROLL */
+#define WIN_BLOCKS(kf, vf, D)                                                                      \
+    for (unsigned h0 = 0; h0 < g; h0 += 4) {                                                       \
+        unsigned hn = g - h0 < 4 ? g - h0 : 4;                                                     \
+        win_block(kf, vf, D, hn, w, q + (size_t)h0 * D, m + h0, lsum + h0, acc + (size_t)h0 * D,   \
+                  lg ? lg + h0 * ld : NULL, ld, vsc, work, &pf);                                   \
+    }
+#else
 #define WIN_BLOCKS(kf, vf, D)                                                                      \
     for (unsigned h0 = 0; h0 < g; h0 += 4) {                                                       \
         unsigned hn = g - h0 < 4 ? g - h0 : 4;                                                     \
@@ -588,6 +615,7 @@ INLINE void win_block(int kfmt, int vfmt, unsigned D, unsigned hn, const struct 
         else                                                                                       \
             win_block(kf, vf, D, 4, w, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work, &pf);         \
     }
+#endif
 
 /* Instantiated per (key format = value format, D): mixed-format layouts take dot + axpy. */
 #define WIN_KERNEL(name, fmt)                                                                      \
