@@ -256,10 +256,8 @@ static void lookup_reply(struct req *r, struct chain_walk *w, int parked)
         if (pin) {
             kv_pool_ref(&d->pool, pg);
             kv_leases_add(&c->leases, pg->id);
-            pg->hits++; /* kv_pool_touch for a pinned page: the policy hears of it at release */
-        } else {
-            kv_pool_touch(&d->pool, pg);
         }
+        kv_pool_touch(&d->pool, pg);
         put_page(pages + (size_t)i * sizeof(struct kvp_page), &d->pool, pg, 0);
     }
     if (!parked) {

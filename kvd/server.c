@@ -140,10 +140,9 @@ static void flush_out(struct kvd *d)
             /* on success the message is ZeroMQ's; a failed part ends the message (libzmq drops
              * what it had of it) */
             if (ok &&
-                zmq_msg_send(&x->msg, d->router, (j < last ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0)
-                ok = 0;
-            else if (ok)
+                zmq_msg_send(&x->msg, d->router, (j < last ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) >= 0)
                 continue;
+            ok = 0;
             zmq_msg_close(&x->msg);
         }
     }
@@ -152,7 +151,7 @@ static void flush_out(struct kvd *d)
 
 void kvd_send(struct kvd *d, const uint8_t *rid, size_t rid_len, const void *buf, size_t len)
 {
-    /* large replies (admin listings) go at once: holding 64 of them could pin much memory */
+    /* large replies (admin listings) go at once: holding a batch of them could pin much memory */
     if (d->corked && rid_len <= KV_RID_MAX && len <= 65536) {
         if (d->nout == KVD_OUT_BATCH)
             flush_out(d);

@@ -30,9 +30,7 @@ struct kv_spill;
 /* Replies held back during one drain of the ROUTER, at most (see kvd_send). 16 keeps most of
  * the saving (one I/O-thread wake-up per 16 replies instead of per reply) while a client with a
  * deep pipeline gets its first replies, and works on them, before kvd is through the drain. */
-#ifndef KVD_OUT_BATCH
 #define KVD_OUT_BATCH 16
-#endif
 
 enum kv_client_state {
     KV_CLIENT_FREE = 0,
@@ -96,10 +94,10 @@ struct kvd {
     gid_t client_gid, admin_gid;
     int have_client_gid, have_admin_gid;
     int stop, reload;
-    uint8_t *reply;        /* reply buffer, reply_cap bytes */
-    struct kvd_out *out;   /* replies held back during a drain (server.c), KVD_OUT_BATCH */
+    uint8_t *reply;      /* reply buffer, reply_cap bytes */
+    struct kvd_out *out; /* replies held back during a drain (server.c), KVD_OUT_BATCH */
     uint32_t nout;
-    int corked; /* inside a drain: kvd_send holds replies back */
+    int corked;            /* inside a drain: kvd_send holds replies back */
     struct kv_page **walk; /* a LOOKUP's committed prefix (ops.c), KVP_MAX_CHAIN entries */
     int32_t *rid_map;      /* routing id -> attached client slot, open addressing, -1 empty */
     uint32_t rid_cap;      /* power of two, >= 2 x max_clients */
