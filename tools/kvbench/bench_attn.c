@@ -8,7 +8,9 @@
  * scales, for every KV head and context token (tails excluded: the context is whole pages).
  * Times are medians of several batches; a batch repeats the call for at least --batch-ms of this
  * thread's CPU time (CLOCK_THREAD_CPUTIME_ID: the shared 2-vCPU machines are often oversubscribed,
- * and time spent descheduled is not the kernel's; memory bandwidth is still shared).
+ * and time spent descheduled is not the kernel's; memory bandwidth is still shared). The xF16
+ * column is the median speed-up over alternating F16 and format batches (time_pair), its quartiles
+ * printed beside it: two separate timings a second apart drift by up to 30% here.
  *
  * Pages sit at their real stride (all layers), so one layer's slices are scattered as in the arena.
  *
@@ -165,6 +167,18 @@ static void unbuild(struct ctxpages *c)
     free(c->bt);
 }
 
+/* Time of one batch (at least batch_ms) of decode calls, seconds per call. */
+static double batch_decode(const struct opts *o, struct kv_attn_args *a)
+{
+    double t0 = now_s();
+    unsigned it = 0;
+    do {
+        kv_attn_decode(a);
+        it++;
+    } while (now_s() - t0 < o->batch_ms * 1e-3);
+    return (now_s() - t0) / it;
+}
+
 /* Median seconds per decode call. */
 static double time_decode(const struct opts *o, struct ctxpages *c, unsigned nqh, int scores)
 {
@@ -186,17 +200,54 @@ static double time_decode(const struct opts *o, struct ctxpages *c, unsigned nqh
         free(sc);
         return NAN;
     }
-    for (unsigned r = 0; r < o->reps && r < 16; r++) {
-        double t0 = now_s();
-        unsigned it = 0;
-        do {
-            kv_attn_decode(&a);
-            it++;
-        } while (now_s() - t0 < o->batch_ms * 1e-3);
-        t[r] = (now_s() - t0) / it;
-    }
+    for (unsigned r = 0; r < o->reps && r < 16; r++)
+        t[r] = batch_decode(o, &a);
     free(sc);
     return median(t, o->reps < 16 ? o->reps : 16);
+}
+
+/*
+ * F16 and another format timed in alternating batches (F16, X, F16, X, ...): *tx = median
+ * seconds per call of X, ratio[0..2] = 25th, 50th and 75th percentile of the per-pair speed-ups
+ * t(F16)/t(X). Pairs a few tens of milliseconds apart see the same machine, so the ratio holds
+ * still on a shared host where each time alone drifts by 30% from one second to the next.
+ */
+static void time_pair(const struct opts *o, struct ctxpages *c16, struct ctxpages *cx, unsigned nqh,
+                      double *tx, double ratio[3])
+{
+    float q[9 * 64], out16[9 * 64], outx[9 * 64];
+    for (unsigned i = 0; i < nqh * 64; i++)
+        q[i] = (float)sin(i * 0.37) * 2.0f;
+    struct kv_attn_args a16 = {.layout = &c16->l,
+                               .layer = c16->layer,
+                               .n_q_heads = nqh,
+                               .n_q = 1,
+                               .q = q,
+                               .out = out16,
+                               .blocks = c16->bt,
+                               .n_blocks = c16->nblk};
+    struct kv_attn_args ax = a16;
+    ax.layout = &cx->l;
+    ax.layer = cx->layer;
+    ax.out = outx;
+    ax.blocks = cx->bt;
+    ax.n_blocks = cx->nblk;
+    unsigned n = o->reps < 16 ? o->reps : 16;
+    double t[16], r[16];
+    if (kv_attn_decode(&a16) != 0 || kv_attn_decode(&ax) != 0) {
+        *tx = ratio[0] = ratio[1] = ratio[2] = NAN;
+        return;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        double t16 = batch_decode(o, &a16);
+        t[i] = batch_decode(o, &ax);
+        r[i] = t16 / t[i];
+    }
+    *tx = median(t, n);
+    qsort(r, n, sizeof(double), cmp_d);
+    ratio[0] = r[n / 4];
+    ratio[1] = median(r, n);
+    ratio[2] = r[(3 * n) / 4 < n ? (3 * n) / 4 : n - 1];
 }
 
 /*
@@ -251,7 +302,7 @@ out_free:
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.page_tokens = 16, .batch_ms = 40, .reps = 5, .layers = 30};
+    struct opts o = {.page_tokens = 16, .batch_ms = 20, .reps = 9, .layers = 30};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--page-tokens") && i + 1 < argc)
             o.page_tokens = (unsigned)atoi(argv[++i]);
@@ -310,44 +361,59 @@ int main(int argc, char **argv)
            kv_attn_get_tier() == KV_ATTN_TIER_AVX2 ? "avx2" : "scalar", o.page_tokens, o.layers,
            o.layers / 2);
     printf("streaming read (256 MiB, 1 thread): %.1f GB/s\n\n", sr0);
-    printf("%-9s %6s %5s %10s %9s %8s %8s %7s\n", "format", "ctx", "q:kv", "us/call", "Mtok/s",
-           "GB/s", "xF16", "xstream");
+    printf("%-9s %6s %5s %10s %9s %8s %8s %7s  %s\n", "format", "ctx", "q:kv", "us/call", "Mtok/s",
+           "GB/s", "xF16", "xstream", "(xF16 quartiles)");
 
     int fmts[] = {KV_FMT_F16,  KV_FMT_BF16, KV_FMT_FP8_E4M3, KV_FMT_FP8_E5M2,
                   KV_FMT_INT8, KV_FMT_INT4, KV_FMT_KIVI4,    KV_FMT_KIVI2};
     for (unsigned ci = 0; ci < o.n_ctx; ci++) {
-        double f16_t[2] = {0, 0};
+        struct ctxpages c16; /* the baseline, kept for the paired timings */
+        memset(&c16, 0, sizeof(c16));
+        if (build(&c16, KV_FMT_F16, o.ctx[ci], &o) != 0) {
+            fprintf(stderr, "kvbench-attn: cannot build f16 pages\n");
+            unbuild(&c16);
+            return 1;
+        }
         for (unsigned fi = 0; fi < sizeof(fmts) / sizeof(fmts[0]); fi++) {
             struct ctxpages c;
             if (o.only_fmt && fmts[fi] != KV_FMT_F16 && fmts[fi] != o.only_fmt)
                 continue; /* F16 always runs: it is the baseline */
             memset(&c, 0, sizeof(c));
-            if (build(&c, fmts[fi], o.ctx[ci], &o) != 0) {
+            if (fi > 0 && build(&c, fmts[fi], o.ctx[ci], &o) != 0) {
                 fprintf(stderr, "kvbench-attn: cannot build %s pages\n", kv_fmt_name(fmts[fi]));
                 unbuild(&c);
+                unbuild(&c16);
                 return 1;
             }
+            struct ctxpages *cx = fi > 0 ? &c : &c16;
             for (unsigned ri = 0; ri < 2; ri++) {
                 unsigned nqh = ri == 0 ? 9 : 3;
                 if (o.only_g && nqh != 3 * o.only_g)
                     continue;
-                double t = time_decode(&o, &c, nqh, 0);
+                double t, r[3] = {1.0, 1.0, 1.0};
                 if (fi == 0)
-                    f16_t[ri] = t;
-                printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8.2f %7.2f\n", kv_fmt_name(fmts[fi]),
+                    t = time_decode(&o, cx, nqh, 0);
+                else
+                    time_pair(&o, &c16, cx, nqh, &t, r);
+                printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8.2f %7.2f", kv_fmt_name(fmts[fi]),
                        o.ctx[ci], ri == 0 ? "3:1" : "1:1", t * 1e6, o.ctx[ci] / t * 1e-6,
-                       c.bytes / t * 1e-9, f16_t[ri] / t, c.bytes / t * 1e-9 / sr0);
+                       cx->bytes / t * 1e-9, r[1], cx->bytes / t * 1e-9 / sr0);
+                if (fi > 0)
+                    printf("  (%.2f-%.2f)", r[0], r[2]);
+                printf("\n");
             }
             if (o.prefill && o.prefill <= o.ctx[ci])
-                time_prefill(&c, o.ctx[ci], o.prefill);
+                time_prefill(cx, o.ctx[ci], o.prefill);
             if ((fmts[fi] == KV_FMT_FP8_E4M3 || fmts[fi] == KV_FMT_F16) && o.only_g != 1) {
-                double t = time_decode(&o, &c, 9, 1);
+                double t = time_decode(&o, cx, 9, 1);
                 printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8s %7s  (+ H2O scores)\n",
                        kv_fmt_name(fmts[fi]), o.ctx[ci], "3:1", t * 1e6, o.ctx[ci] / t * 1e-6,
-                       c.bytes / t * 1e-9, "", "");
+                       cx->bytes / t * 1e-9, "", "");
             }
-            unbuild(&c);
+            if (fi > 0)
+                unbuild(&c);
         }
+        unbuild(&c16);
         printf("\n");
     }
     printf("streaming read again at the end: %.1f GB/s\n", stream_read_gbs(&o, 256u << 20));
