@@ -123,6 +123,13 @@ INLINE size_t esize(int fmt)
     }
 }
 
+/* FP8 E4M3 decoded by integer ops alone, for the window kernels: (sext32(code) << 20) & 0x87F00000
+ * is a binary32 whose value is code_value * 2^-120 (exponent bias 127 vs 7; subnormal codes become
+ * binary32 subnormals, which cost nothing extra in an FMA here). Three integer ops per 8 channels
+ * instead of the binary16 route's conversions; the 2^120 goes into the query (2^64, the key scale
+ * takes 2^56) and the value weights (2^120), when those stay finite (see win_e4m3). */
+#define FMT_E4M3_F32 200
+
 /* Channels [c, c+16) of a row, unscaled. */
 INLINE void load16(int fmt, const uint8_t *row, unsigned c, __m256 *lo, __m256 *hi)
 {
@@ -148,6 +155,14 @@ INLINE void load16(int fmt, const uint8_t *row, unsigned c, __m256 *lo, __m256 *
         __m256i h = _mm256_and_si256(_mm256_slli_epi16(s, 7), _mm256_set1_epi16((short)0xBF80));
         *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
         *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+        break;
+    }
+    case FMT_E4M3_F32: {
+        const __m256i keep = _mm256_set1_epi32((int)0x87F00000u);
+        __m256i a = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + c)));
+        __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + c + 8)));
+        *lo = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(a, 20), keep));
+        *hi = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(b, 20), keep));
         break;
     }
     case KV_FMT_FP8_E5M2: {
@@ -479,7 +494,9 @@ INLINE void win_logits(int fmt, unsigned D, unsigned hn, const struct attn_win *
                        float *s, float *part, struct pf_cur *pf)
 {
     size_t rs = (size_t)D * esize(fmt);
-    float mul = fmt == KV_FMT_FP8_E4M3 ? 256.0f : 1.0f; /* see tok_scale */
+    float mul = fmt == KV_FMT_FP8_E4M3 ? 256.0f  /* see tok_scale */
+                : fmt == FMT_E4M3_F32  ? 0x1p56f /* q carries 2^64 */
+                                       : 1.0f;
     unsigned off = 0;
     for (unsigned i = 0; i < w->nrun; i++) {
         const struct attn_run *r = &w->run[i];
@@ -617,6 +634,33 @@ INLINE void win_block(int kfmt, int vfmt, unsigned D, unsigned hn, const struct 
     }
 #endif
 
+/* vsc[0, n) = mul * the window's value scales, vsc[n, n8) = 0; returns the largest magnitude of
+ * vsc (NaN lanes are skipped by max: a NaN scale gives NaN outputs on every route anyway). */
+INLINE float win_vscales(const struct attn_win *w, float mul, float *vsc)
+{
+    __m256 vm = _mm256_set1_ps(mul), mx = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
+    unsigned off = 0;
+    for (unsigned i = 0; i < w->nrun; i++) {
+        const float *src = (const float *)w->run[i].vs; /* 4-aligned in the page */
+        unsigned j = 0, n = w->run[i].n;
+        for (; j + 8 <= n; j += 8) {
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(src + j), vm);
+            mx = _mm256_max_ps(mx, _mm256_andnot_ps(sign, v));
+            _mm256_storeu_ps(vsc + off + j, v);
+        }
+        for (; j < n; j++) {
+            vsc[off + j] = mul * src[j];
+            mx = _mm256_max_ps(mx, _mm256_set1_ps(fabsf(vsc[off + j])));
+        }
+        off += n;
+    }
+    for (; off % 8; off++)
+        vsc[off] = 0.0f;
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    return _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+}
+
 /* Instantiated per (key format = value format, D): mixed-format layouts take dot + axpy. */
 #define WIN_KERNEL(name, fmt)                                                                      \
     static TGT void win_##name(const struct attn_win *w, const float *q, unsigned g, float *m,     \
@@ -629,14 +673,12 @@ INLINE void win_block(int kfmt, int vfmt, unsigned D, unsigned hn, const struct 
             groups += (w->run[i].n + 7) / 8;                                                       \
         pf_init(&pf, w->pf, groups ? 2 * groups : 1);                                              \
         if (fmt != KV_FMT_F16 && fmt != KV_FMT_BF16) { /* value scales of the window */            \
-            float mul = fmt == KV_FMT_FP8_E4M3 ? 256.0f : 1.0f;                                    \
-            unsigned off = 0;                                                                      \
             vsc = work + 8 * WS;                                                                   \
-            for (unsigned i = 0; i < w->nrun; i++)                                                 \
-                for (unsigned j = 0; j < w->run[i].n; j++)                                         \
-                    vsc[off++] = mul * ld_f32(w->run[i].vs + 4 * (size_t)j);                       \
-            for (; off % 8; off++)                                                                 \
-                vsc[off] = 0.0f;                                                                   \
+            win_vscales(w,                                                                         \
+                        fmt == KV_FMT_FP8_E4M3 ? 256.0f                                            \
+                        : fmt == FMT_E4M3_F32  ? 0x1p120f                                          \
+                                               : 1.0f,                                              \
+                        vsc);                                                                      \
         }                                                                                          \
         if (w->d == 64) {                                                                          \
             WIN_BLOCKS(fmt, fmt, 64)                                                               \
@@ -647,9 +689,38 @@ INLINE void win_block(int kfmt, int vfmt, unsigned D, unsigned hn, const struct 
     }
 WIN_KERNEL(f16, KV_FMT_F16)
 WIN_KERNEL(bf16, KV_FMT_BF16)
-WIN_KERNEL(e4m3, KV_FMT_FP8_E4M3)
+WIN_KERNEL(e4m3h, KV_FMT_FP8_E4M3)
+WIN_KERNEL(e4m3f, FMT_E4M3_F32)
 WIN_KERNEL(e5m2, KV_FMT_FP8_E5M2)
 WIN_KERNEL(int8, KV_FMT_INT8)
+
+#define WIN_QBUF 2048 /* work offset of the scaled query (past the window buffers, < 64 * 64) */
+
+/* E4M3 windows take the integer decode (FMT_E4M3_F32) when the query times 2^64 and every value
+ * scale times 2^120 are finite (|q| < 2^63, value scale < 2^7: true unless the source data held
+ * magnitudes near 2^16), else the binary16 route. */
+static TGT void win_e4m3(const struct attn_win *w, const float *q, unsigned g, float *m,
+                         float *lsum, float *acc, float *lg, size_t ld, float *work)
+{
+    size_t nq = (size_t)g * w->d;
+    float *qs = work + WIN_QBUF;
+    int ok = nq <= WIN_QBUF;
+    if (ok) {
+        __m256 two64 = _mm256_set1_ps(0x1p64f), lim = _mm256_set1_ps(0x1p127f);
+        __m256 big = _mm256_setzero_ps(); /* lanes not below 2^127 (or NaN) */
+        for (size_t i = 0; i < nq; i += 8) {
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(q + i), two64);
+            _mm256_storeu_ps(qs + i, v);
+            big = _mm256_or_ps(
+                big, _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), v), lim, _CMP_NLT_UQ));
+        }
+        ok = _mm256_movemask_ps(big) == 0 && win_vscales(w, 1.0f, work + 8 * WS) < 0x1p7f;
+    }
+    if (ok)
+        win_e4m3f(w, qs, g, m, lsum, acc, lg, ld, work);
+    else
+        win_e4m3h(w, q, g, m, lsum, acc, lg, ld, work);
+}
 
 static void avx2_win(const struct attn_win *w, const float *q, unsigned g, float *m, float *lsum,
                      float *acc, float *lg, size_t ld, float *work)

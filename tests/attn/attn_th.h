@@ -51,6 +51,7 @@ struct th_cfg {
     unsigned n_tail;                    /* private tail tokens */
     int tail_f16;                       /* tail dtype f16 instead of f32 */
     unsigned n_q;                       /* queries (1 = decode) */
+    float v_amp0;                       /* block 0's values times this (0: 1): large scales */
     uint32_t seed;
 };
 

@@ -187,6 +187,66 @@ Test(attn_decode, long_context)
     check_decode(&c);
 }
 
+/* The AVX2 window kernel decodes E4M3 with integer ops into values 2^-120 too small and puts the
+ * 2^120 into the query and the value weights; value scales of 2^7 and up (from f32 magnitudes of
+ * 2^16 and more) take the binary16 route instead (from 2^8 the weights would overflow). Block 0
+ * here has them, blocks 2-3 (the next window) not. */
+Test(attn_decode, fp8_e4m3_large_value_scales)
+{
+    struct th_cfg c = base(KV_FMT_FP8_E4M3, KV_FMT_FP8_E4M3);
+    c.nblk = 5;
+    c.blk_tokens[2] = 0;
+    c.v_amp0 = 200000.0f; /* value scale up to 200000 / 448 > 2^8 */
+    check_decode(&c);
+}
+
+/* A query so large that q * 2^64 overflows (same reason as above) takes the binary16 route; the
+ * logits are then ~2^67 apart, so each head's output is the value row of its top key (the mean
+ * of the rows that tie, as FP8 keys often do). */
+Test(attn_decode, fp8_e4m3_huge_query)
+{
+    struct th_cfg cfg = base(KV_FMT_FP8_E4M3, KV_FMT_FP8_E4M3);
+    cfg.nblk = 5;
+    cfg.blk_tokens[2] = 0;
+    struct th_case c;
+    th_build(&c, &cfg);
+    unsigned d = cfg.d, nkv = cfg.nkv, g = cfg.g;
+    memset(c.q, 0, (size_t)nkv * g * d * sizeof(float));
+    for (unsigned h = 0; h < nkv * g; h++)
+        c.q[h * d] = 0x1p70f; /* times 1/sqrt(64): 2^67 */
+    float out[6 * 64];
+    c.a.out = out;
+    enum kv_attn_tier tiers[4];
+    unsigned nt = th_tiers(tiers);
+    for (unsigned ti = 0; ti < nt; ti++) {
+        cr_assert_eq(kv_attn_set_tier(tiers[ti]), 0);
+        cr_assert_eq(kv_attn_decode(&c.a), 0);
+        for (unsigned k = 0; k < nkv; k++) {
+            float top = -INFINITY;
+            for (size_t p = 0; p < c.n_ctx; p++)
+                top = fmaxf(top, c.kd[(p * nkv + k) * d]);
+            for (unsigned ch = 0; ch < d; ch++) {
+                double want = 0.0;
+                unsigned n = 0;
+                for (size_t p = 0; p < c.n_ctx; p++)
+                    if (c.kd[(p * nkv + k) * d] == top) {
+                        want += c.vd[(p * nkv + k) * d + ch];
+                        n++;
+                    }
+                want /= n;
+                for (unsigned hh = 0; hh < g; hh++) {
+                    float o = out[(k * g + hh) * d + ch];
+                    cr_assert(fabs(o - want) <= 1e-5 * (fabs(want) + 1.0),
+                              "tier %d head %u ch %u: %.9g, want %.9g (%u tied)", tiers[ti],
+                              k * g + hh, ch, o, want, n);
+                }
+            }
+        }
+    }
+    kv_attn_set_tier(KV_ATTN_TIER_AUTO);
+    th_free(&c);
+}
+
 Test(attn_decode, single_token_contexts)
 {
     struct th_cfg c = base(KV_FMT_FP8_E4M3, KV_FMT_INT4);
