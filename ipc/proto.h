@@ -10,8 +10,10 @@
  * of the peer) to release a dead worker's leases at once.
  *
  *  2. The request channel: ZeroMQ, DEALER in the worker, ROUTER in kvd, at ipc://<run_dir>/kvd.zmq.
- *     Each message is one frame: a kvp_hdr followed by the op's body. The first request must be
- *     ATTACH with the token. Requests carry a sequence number echoed in the reply, so a client may
+ *     A frame is a kvp_hdr followed by the op's body; a message is one frame, or up to
+ *     KVP_MAX_PARTS frames as its parts, each a request of its own (kvd likewise sends the replies
+ *     of one drain to one client as the parts of one message). The first request must be ATTACH
+ *     with the token. Requests carry a sequence number echoed in the reply, so a client may
  *     pipeline many requests. kvd also PUBlishes events at ipc://<run_dir>/kvd.pub (hints only).
  *
  * Structs here are fixed-size with explicit padding; both ends run on one host, so they are sent in
@@ -43,6 +45,7 @@ extern "C" {
 #define KVP_MAX_NS_NAME    64u        /* namespace name, NUL-padded, [A-Za-z0-9._:-] */
 #define KVP_MAX_WAIT_MS    30000u     /* longest bounded wait for a pending page */
 #define KVP_MAX_LIST       4096u      /* entries in one admin listing reply */
+#define KVP_MAX_PARTS      64u        /* request frames in one ZeroMQ message (kvc_submitv) */
 #define KVP_ADMIN_MAX_ARG  256u       /* argument bytes of an ADMIN request */
 
 /* ---- status codes --------------------------------------------------------------------------- */
@@ -345,9 +348,10 @@ struct kvp_admin_show {
     char ns[KVP_MAX_NS_NAME];
 };
 _Static_assert(sizeof(struct kvp_admin_show) == 104, "wire struct");
-#define KVP_SHOW_TRUNCATED 1u /* the chain was longer than one reply holds: the leaf end is kept   \
-                               */
-#define KVP_SHOW_SPILLED 2u   /* the hash is in the spill tier only: no pages follow */
+#define KVP_SHOW_TRUNCATED                                                                         \
+    1u                      /* the chain was longer than one reply holds: the leaf end is kept     \
+                             */
+#define KVP_SHOW_SPILLED 2u /* the hash is in the spill tier only: no pages follow */
 
 struct kvp_admin_page {
     uint8_t hash[KVP_HASH_BYTES];

@@ -530,24 +530,30 @@ static void router_drain(struct kvd *d)
             zmq_msg_close(&body);
             continue;
         }
-        int multipart = zmq_msg_more(&body);
-        for (int more = multipart; more;) { /* one frame per message: drop the rest */
+        const char *uid = zmq_msg_gets(&body, "User-Id");
+        int ours = zmq_msg_size(&rid) <= KV_RID_MAX; /* kvd's ROUTER assigns ids: else not ours */
+        if (ours)
+            kvd_handle_request(d, zmq_msg_data(&rid), zmq_msg_size(&rid), uid, zmq_msg_data(&body),
+                               zmq_msg_size(&body));
+        else
+            d->st.errors_client++;
+        /* further parts: one request each (kvc_submitv), at most KVP_MAX_PARTS in a message; the
+         * parts past that get one typed error and are dropped */
+        uint32_t parts = 1;
+        for (int more = zmq_msg_more(&body); more; parts++) {
             zmq_msg_t x;
             zmq_msg_init(&x);
             more = zmq_msg_recv(&x, d->router, 0) >= 0 && zmq_msg_more(&x);
+            if (ours && parts < KVP_MAX_PARTS) {
+                kvd_handle_request(d, zmq_msg_data(&rid), zmq_msg_size(&rid), uid, zmq_msg_data(&x),
+                                   zmq_msg_size(&x));
+            } else if (ours && parts == KVP_MAX_PARTS) {
+                uint8_t rep[sizeof(struct kvp_hdr)];
+                kvp_put_hdr(rep, 0, KVP_E_MALFORMED, 0, 0);
+                d->st.errors_client++;
+                kvd_send(d, zmq_msg_data(&rid), zmq_msg_size(&rid), rep, sizeof(rep));
+            }
             zmq_msg_close(&x);
-        }
-        const char *uid = zmq_msg_gets(&body, "User-Id");
-        if (zmq_msg_size(&rid) > KV_RID_MAX) {
-            d->st.errors_client++; /* kvd's ROUTER assigns ids; a longer one is not ours */
-        } else if (multipart) {
-            uint8_t rep[sizeof(struct kvp_hdr)];
-            kvp_put_hdr(rep, 0, KVP_E_MALFORMED, 0, 0);
-            d->st.errors_client++;
-            kvd_send(d, zmq_msg_data(&rid), zmq_msg_size(&rid), rep, sizeof(rep));
-        } else {
-            kvd_handle_request(d, zmq_msg_data(&rid), zmq_msg_size(&rid), uid, zmq_msg_data(&body),
-                               zmq_msg_size(&body));
         }
         zmq_msg_close(&rid);
         zmq_msg_close(&body);

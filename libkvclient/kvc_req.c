@@ -196,10 +196,10 @@ static struct kvc_slot *slot_get(struct kvc *c)
     return NULL;
 }
 
-static int frame_send(struct kvc *c, zmq_msg_t *m)
+static int frame_send(struct kvc *c, zmq_msg_t *m, int flags)
 {
     for (;;) {
-        if (zmq_msg_send(m, c->zsock, 0) >= 0)
+        if (zmq_msg_send(m, c->zsock, flags) >= 0)
             return 0;
         if (errno != EINTR)
             break;
@@ -208,29 +208,21 @@ static int frame_send(struct kvc *c, zmq_msg_t *m)
     return errno == ETERM ? -ESHUTDOWN : -errno;
 }
 
-int kvc_int_send(struct kvc *c, struct kvc_req *r, int sync)
+/* Encodes r into *m on a free slot, marked busy (undo with slot_unprepare). */
+static int req_prepare(struct kvc *c, struct kvc_req *r, int sync, zmq_msg_t *m,
+                       struct kvc_slot **sp)
 {
     struct kvc_slot *s;
-    zmq_msg_t m;
-    long len;
-    int rc;
+    long len = req_len(c, r);
 
-    if (c->forked)
-        return -ECHILD;
-    if (c->zsock == NULL)
-        return -ENOTCONN;
-    len = req_len(c, r);
     if (len < 0)
         return (int)len;
     s = slot_get(c);
     if (s == NULL)
         return -EAGAIN;
-    if (zmq_msg_init_size(&m, (size_t)len) < 0)
+    if (zmq_msg_init_size(m, (size_t)len) < 0)
         return -ENOMEM;
-    req_encode(c, r, s->seq, zmq_msg_data(&m));
-    rc = frame_send(c, &m);
-    if (rc < 0)
-        return rc;
+    req_encode(c, r, s->seq, zmq_msg_data(m));
     s->state = KVC_SLOT_BUSY;
     s->op = (uint8_t)r->op;
     s->sync = (uint8_t)sync;
@@ -238,13 +230,41 @@ int kvc_int_send(struct kvc *c, struct kvc_req *r, int sync)
     s->leases = r->op == KVP_OP_ALLOC || r->op == KVP_OP_COMMIT ||
                 (r->op == KVP_OP_LOOKUP && (r->flags & KVC_LOOKUP_PIN));
     s->req = r;
+    *sp = s;
+    return 0;
+}
+
+/* The request on s was sent: it is in flight. */
+static void slot_sent(struct kvc *c, struct kvc_slot *s, struct kvc_req *r)
+{
     r->seq = s->seq;
     r->result = 0;
     r->n_out = r->next = 0;
     r->priv_next = NULL;
     c->n_busy++;
-    if (sync)
+    if (s->sync)
         c->sync_done = 0;
+}
+
+int kvc_int_send(struct kvc *c, struct kvc_req *r, int sync)
+{
+    struct kvc_slot *s;
+    zmq_msg_t m;
+    int rc;
+
+    if (c->forked)
+        return -ECHILD;
+    if (c->zsock == NULL)
+        return -ENOTCONN;
+    rc = req_prepare(c, r, sync, &m, &s);
+    if (rc < 0)
+        return rc;
+    rc = frame_send(c, &m, 0);
+    if (rc < 0) {
+        s->state = KVC_SLOT_FREE;
+        return rc;
+    }
+    slot_sent(c, s, r);
     return 0;
 }
 
@@ -264,7 +284,7 @@ static void release_orphans(struct kvc *c, const uint8_t *pages, uint32_t n)
         memcpy((uint8_t *)zmq_msg_data(&m) + HDR + i * sizeof(uint32_t),
                pages + i * sizeof(struct kvp_page) + offsetof(struct kvp_page, page_id),
                sizeof(uint32_t));
-    if (frame_send(c, &m) < 0)
+    if (frame_send(c, &m, 0) < 0)
         return;
     s->state = KVC_SLOT_ABANDONED;
     s->op = KVP_OP_RELEASE;
@@ -645,6 +665,56 @@ KVC_API int kvc_submit(struct kvc *c, struct kvc_req *r)
     default:
         return -EINVAL;
     }
+}
+
+_Static_assert(KVC_MAX_SUBMITV == KVP_MAX_PARTS, "one kvc_submitv is one message of kvd's limit");
+
+KVC_API int kvc_submitv(struct kvc *c, struct kvc_req *const *reqs, unsigned n)
+{
+    zmq_msg_t m[KVP_MAX_PARTS];
+    struct kvc_slot *s[KVP_MAX_PARTS];
+    unsigned k = 0, i;
+    int rc = 0;
+
+    if (c == NULL || (reqs == NULL && n) || n > KVP_MAX_PARTS)
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    rc = kvc_int_usable(c);
+    if (rc < 0)
+        return rc;
+    if (c->forked)
+        return -ECHILD;
+    if (c->zsock == NULL)
+        return -ENOTCONN;
+    for (; k < n; k++) { /* encode a prefix: the first request that cannot go ends it */
+        struct kvc_req *r = reqs[k];
+        if (r == NULL || r->op < KVC_OP_PING || r->op > KVC_OP_STATS) {
+            rc = -EINVAL;
+            break;
+        }
+        rc = req_prepare(c, r, 0, &m[k], &s[k]);
+        if (rc < 0)
+            break;
+    }
+    if (k == 0)
+        return rc;
+    /* one message, the requests its parts; ZeroMQ delivers all of them or none */
+    for (i = 0; i < k; i++) {
+        rc = frame_send(c, &m[i], i + 1 < k ? ZMQ_SNDMORE : 0); /* closes m[i] on error */
+        if (rc < 0)
+            break;
+    }
+    if (i < k) { /* not sent: nothing is in flight */
+        for (unsigned j = i + 1; j < k; j++)
+            zmq_msg_close(&m[j]);
+        for (unsigned j = 0; j < k; j++)
+            s[j]->state = KVC_SLOT_FREE;
+        return rc;
+    }
+    for (i = 0; i < k; i++)
+        slot_sent(c, s[i], reqs[i]);
+    return (int)k;
 }
 
 KVC_API int kvc_complete(struct kvc *c, int timeout_ms, struct kvc_req **done)

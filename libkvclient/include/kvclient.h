@@ -346,6 +346,15 @@ struct kvc_req {
  * -ESHUTDOWN, -ENOTCONN, -ECHILD, -ENOMEM. */
 KVC_API int kvc_submit(struct kvc *c, struct kvc_req *r);
 
+/* Submit reqs[0..n) (n <= KVC_MAX_SUBMITV) as the parts of one ZeroMQ message: one wake-up of
+ * ZeroMQ's I/O thread, and of kvd, for all of them instead of one per request. Each is a request of
+ * its own (own reply, own result; kvd does not make them atomic). Returns how many were submitted:
+ * a prefix, ending before the first request that kvc_submit would refuse (that one's error is
+ * returned when it is the first: nothing was submitted). A failure of the send itself submits
+ * none. Errors: as kvc_submit, and -EINVAL for n > KVC_MAX_SUBMITV. */
+#define KVC_MAX_SUBMITV 64
+KVC_API int kvc_submitv(struct kvc *c, struct kvc_req *const *reqs, unsigned n);
+
 /* Wait up to timeout_ms (0: poll, < 0: forever) for one finished request and return it in *done.
  * Errors: -ETIMEDOUT (none finished in time), -ENOENT (nothing in flight or queued), -ESHUTDOWN
  * (kvd gone and nothing left to hand back), -ENOTCONN, -ECHILD. */

@@ -156,6 +156,94 @@ Test(async, parked_lookup_completes_after_later_requests)
     kvc_close(w);
 }
 
+/* kvc_submitv: up to 64 requests as the parts of one message, each with its own reply; a prefix
+ * is submitted when a later request is refused; the in-flight limit cuts a batch short too. */
+Test(async, submitv_batches)
+{
+    static struct kvc_req r[KVC_MAX_SUBMITV];
+    static struct kvc_page out[KVC_MAX_SUBMITV][8];
+    struct kvc_req *v[KVC_MAX_SUBMITV + 1], *done;
+    struct kvc_stats st;
+    int seen[KVC_MAX_SUBMITV] = {0};
+
+    for (int i = 0; i < KVC_MAX_SUBMITV; i++) {
+        r[i] = (struct kvc_req){.user_data = &seen[i]};
+        if (i % 4 == 3) {
+            r[i].op = KVC_OP_PING;
+        } else {
+            r[i].op = KVC_OP_LOOKUP;
+            r[i].flags = KVC_LOOKUP_PIN;
+            r[i].count = 8;
+            r[i].hashes = chain;
+            r[i].pages = out[i];
+        }
+        v[i] = &r[i];
+    }
+    cr_assert_eq(kvc_submitv(c, v, KVC_MAX_SUBMITV), KVC_MAX_SUBMITV);
+    cr_assert_eq(kvc_inflight(c), KVC_MAX_SUBMITV);
+    for (int i = 0; i < KVC_MAX_SUBMITV; i++) {
+        cr_assert_eq(kvc_complete(c, 10000, &done), 0);
+        cr_assert_eq(done->result, 0, "request %d: %s", (int)(done - r),
+                     kvc_strerror(done->result));
+        ++*(int *)done->user_data;
+        if (done->op == KVC_OP_LOOKUP) {
+            cr_assert_eq(done->n_out, 8);
+            cr_assert_eq(done->pages[7].id, pages[7].id);
+        }
+    }
+    for (int i = 0; i < KVC_MAX_SUBMITV; i++)
+        cr_assert_eq(seen[i], 1, "request %d completed %d times", i, seen[i]);
+    int n = 0; /* the pins back, batched too */
+    for (int i = 0; i < KVC_MAX_SUBMITV; i++)
+        if (r[i].op == KVC_OP_LOOKUP) {
+            r[i] = (struct kvc_req){.op = KVC_OP_RELEASE, .count = 8, .pages = out[i]};
+            v[n++] = &r[i];
+        }
+    cr_assert_eq(kvc_submitv(c, v, (unsigned)n), n);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(kvc_complete(c, 10000, &done), 0);
+        cr_assert_eq(done->result, 0);
+        cr_assert_eq(done->n_out, 8);
+    }
+    cr_assert_eq(kvc_stats(c, &st), 0);
+    cr_assert_eq(st.pages_pinned, 0);
+
+    /* a refused request ends the batch: the ones before it go, nothing after it */
+    for (int i = 0; i < 4; i++) {
+        r[i] = (struct kvc_req){.op = KVC_OP_PING};
+        v[i] = &r[i];
+    }
+    r[2] = (struct kvc_req){.op = KVC_OP_LOOKUP, .count = 1, .hashes = chain}; /* no pages */
+    cr_assert_eq(kvc_submitv(c, v, 4), 2);
+    cr_assert_eq(kvc_inflight(c), 2);
+    cr_assert_eq(kvc_submitv(c, v + 2, 2), -EINVAL, "the first refused: nothing submitted");
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(kvc_complete(c, 10000, &done), 0);
+        cr_assert_eq(done->result, 0);
+    }
+    cr_assert_eq(kvc_submitv(c, v, KVC_MAX_SUBMITV + 1), -EINVAL);
+    cr_assert_eq(kvc_submitv(c, v, 0), 0);
+    cr_assert_eq(kvc_submitv(c, NULL, 1), -EINVAL);
+    cr_assert_eq(kvc_inflight(c), 0);
+
+    /* two slots left: a batch of four submits two */
+    static struct kvc_req fill[KVC_MAX_INFLIGHT];
+    for (unsigned i = 0; i < KVC_MAX_INFLIGHT - 2; i++) {
+        fill[i] = (struct kvc_req){.op = KVC_OP_PING};
+        cr_assert_eq(kvc_submit(c, &fill[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = (struct kvc_req){.op = KVC_OP_PING};
+        v[i] = &r[i];
+    }
+    cr_assert_eq(kvc_submitv(c, v, 4), 2);
+    cr_assert_eq(kvc_submitv(c, v + 2, 2), -EAGAIN);
+    for (unsigned i = 0; i < KVC_MAX_INFLIGHT; i++) {
+        cr_assert_eq(kvc_complete(c, 10000, &done), 0);
+        cr_assert_eq(done->result, 0);
+    }
+}
+
 Test(async, inflight_limit)
 {
     static struct kvc_req r[KVC_MAX_INFLIGHT + 1];

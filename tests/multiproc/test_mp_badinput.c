@@ -251,16 +251,57 @@ Test(badinput, unknown_op)
     raw_close(&r);
 }
 
+/* The next n reply frames (a reply message may carry several as its parts), their headers. */
+static void raw_frames(struct raw *r, struct kvp_hdr *h, unsigned n)
+{
+    zmq_pollitem_t it = {r->sock, 0, ZMQ_POLLIN, 0};
+    uint8_t rep[4096];
+    for (unsigned i = 0; i < n; i++) {
+        int more = 0;
+        size_t ml = sizeof(more);
+        if (i == 0 || zmq_getsockopt(r->sock, ZMQ_RCVMORE, &more, &ml) != 0 || !more)
+            cr_assert_eq(zmq_poll(&it, 1, 10000), 1, "no reply frame %u within 10 s", i);
+        int len = zmq_recv(r->sock, rep, sizeof(rep), 0);
+        cr_assert_geq(len, (int)sizeof(h[i]), "reply frame %u shorter than a header", i);
+        memcpy(&h[i], rep, sizeof(h[i]));
+        cr_assert_eq(h[i].magic, KVP_MAGIC);
+    }
+}
+
+/* A message of several frames is several requests (kvc_submitv): each gets its own reply, in
+ * order, a malformed one among them a typed error; past KVP_MAX_PARTS one error for the rest. */
 Test(badinput, multipart_message)
 {
     struct raw r;
-    uint8_t f[sizeof(struct kvp_hdr)];
+    uint8_t f[sizeof(struct kvp_hdr)], junk[3] = {1, 2, 3};
+    struct kvp_hdr h[KVP_MAX_PARTS + 1];
 
     raw_open(&r, 1);
     kvp_put_hdr(f, KVP_OP_PING, 0, 11, 0);
     cr_assert_eq(zmq_send(r.sock, f, sizeof(f), ZMQ_SNDMORE), (int)sizeof(f));
-    cr_assert_eq(raw_status(&r, f, sizeof(f)), KVP_E_MALFORMED);
-    raw_ping_ok(&r);
+    cr_assert_eq(zmq_send(r.sock, junk, sizeof(junk), ZMQ_SNDMORE), (int)sizeof(junk));
+    kvp_put_hdr(f, KVP_OP_PING, 0, 12, 0);
+    cr_assert_eq(zmq_send(r.sock, f, sizeof(f), 0), (int)sizeof(f));
+    raw_frames(&r, h, 3);
+    cr_assert_eq(h[0].status, KVP_OK);
+    cr_assert_eq(h[0].seq, 11);
+    cr_assert_eq(h[1].status, KVP_E_MALFORMED);
+    cr_assert_eq(h[2].status, KVP_OK);
+    cr_assert_eq(h[2].seq, 12);
+
+    for (unsigned i = 0; i < KVP_MAX_PARTS + 6; i++) {
+        kvp_put_hdr(f, KVP_OP_PING, 0, 100 + i, 0);
+        cr_assert_eq(zmq_send(r.sock, f, sizeof(f), i + 1 < KVP_MAX_PARTS + 6 ? ZMQ_SNDMORE : 0),
+                     (int)sizeof(f));
+    }
+    raw_frames(&r, h, KVP_MAX_PARTS + 1);
+    for (unsigned i = 0; i < KVP_MAX_PARTS; i++) {
+        cr_assert_eq(h[i].status, KVP_OK);
+        cr_assert_eq(h[i].seq, 100 + i);
+    }
+    cr_assert_eq(h[KVP_MAX_PARTS].status, KVP_E_MALFORMED,
+                 "one error for the parts past the limit");
+    raw_ping_ok(&r); /* and nothing else arrives before this reply */
     other_client_ok();
     raw_close(&r);
 }

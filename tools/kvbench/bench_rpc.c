@@ -254,8 +254,37 @@ static double proc_cpu_s(pid_t pid)
     return sum;
 }
 
-/* One op = lookup+pin then release; DEPTH requests in flight. Prints "ops errors us cpu_us"
- * (cpu: this client's CPU time over the run, all threads). */
+/* What follows a finished request of one op (lookup+pin, then the release of what it pinned):
+ * the release, the slot's next lookup, or nothing (NULL: the slot is done). */
+static struct kvc_req *next_req(struct kvc_req *d, const struct kvc_hash *chain, long ops,
+                                long *started, long *done_ops, long *errors)
+{
+    struct slot *sl = (struct slot *)d;
+    if (d->op == KVC_OP_LOOKUP) {
+        if (d->result < 0 || d->n_out != CHAIN)
+            ++*errors;
+        if (d->result >= 0 && d->n_out != 0) {
+            sl->r = (struct kvc_req){.op = KVC_OP_RELEASE, .count = d->n_out, .pages = sl->pages};
+            return &sl->r;
+        }
+    } else {
+        *errors += d->result < 0;
+    }
+    ++*done_ops;
+    if (*started >= ops)
+        return NULL;
+    ++*started;
+    sl->r = (struct kvc_req){.op = KVC_OP_LOOKUP,
+                             .flags = KVC_LOOKUP_PIN,
+                             .count = CHAIN,
+                             .hashes = chain,
+                             .pages = sl->pages};
+    return &sl->r;
+}
+
+/* One op = lookup+pin then release; DEPTH requests in flight. kind "kvd": each request its own
+ * kvc_submit; "kvdv": the follow-ups of every completion at hand go in one kvc_submitv. Prints
+ * "ops errors us cpu_us" (cpu: this client's CPU time over the run, all threads). */
 static int client_main(const char *kind, const char *where, long ops)
 {
     static struct slot s[DEPTH];
@@ -265,9 +294,11 @@ static int client_main(const char *kind, const char *where, long ops)
     double t0, c0;
 
     make_chain(chain);
-    if (strcmp(kind, "kvd") == 0) {
+    if (strncmp(kind, "kvd", 3) == 0) {
         struct kvc *c = kvd_open(where);
-        struct kvc_req *d;
+        struct kvc_req *d, *v[DEPTH];
+        int batched = strcmp(kind, "kvdv") == 0;
+        unsigned nv = 0;
 
         printf("ready\n");
         fflush(stdout);
@@ -281,42 +312,28 @@ static int client_main(const char *kind, const char *where, long ops)
                                       .count = CHAIN,
                                       .hashes = chain,
                                       .pages = s[i].pages};
-            if (kvc_submit(c, &s[i].r) < 0)
-                die("submit", -EIO);
+            v[nv++] = &s[i].r;
         }
-        while (done_ops < ops) {
+        for (;;) {
+            if (batched && nv) {
+                if (kvc_submitv(c, v, nv) != (int)nv)
+                    die("submitv", -EIO);
+            } else {
+                for (unsigned i = 0; i < nv; i++)
+                    if (kvc_submit(c, v[i]) < 0)
+                        die("submit", -EIO);
+            }
+            nv = 0;
+            if (done_ops >= ops)
+                break;
             int rc = kvc_complete(c, 30000, &d);
             if (rc < 0)
                 die("complete", rc);
-            struct slot *sl = (struct slot *)d;
-            if (d->op == KVC_OP_LOOKUP) {
-                if (d->result < 0 || d->n_out != CHAIN) {
-                    errors++;
-                    if (d->result < 0 || d->n_out == 0) { /* nothing to release */
-                        done_ops++;
-                        goto next;
-                    }
-                }
-                sl->r =
-                    (struct kvc_req){.op = KVC_OP_RELEASE, .count = d->n_out, .pages = sl->pages};
-                if (kvc_submit(c, &sl->r) < 0)
-                    errors++;
-                continue;
-            }
-            errors += d->result < 0;
-            done_ops++;
-        next:
-            if (started < ops) {
-                sl->r = (struct kvc_req){.op = KVC_OP_LOOKUP,
-                                         .flags = KVC_LOOKUP_PIN,
-                                         .count = CHAIN,
-                                         .hashes = chain,
-                                         .pages = sl->pages};
-                if (kvc_submit(c, &sl->r) < 0)
-                    errors++;
-                else
-                    started++;
-            }
+            do { /* batched: and whatever else has finished by now */
+                struct kvc_req *n = next_req(d, chain, ops, &started, &done_ops, &errors);
+                if (n)
+                    v[nv++] = n;
+            } while (batched && nv < DEPTH && kvc_complete(c, 0, &d) == 0);
         }
         printf("%ld %ld %.0f %.0f\n", done_ops, errors, now_us() - t0, (self_cpu_s() - c0) * 1e6);
         kvc_close(c);
@@ -624,21 +641,28 @@ int main(int argc, char **argv)
            DEPTH, CHAIN, ops, trials);
     double cpu[4][5];
     int ncpu = 0;
-    printf("  %-8s %12s %12s %8s\n", "clients", "kvd ops/s", "echo ops/s", "ratio");
+    printf("  kvd: one message per request (kvc_submit); kvd/v: the requests a client has ready "
+           "together as one message (kvc_submitv); echo: one message per request\n");
+    printf("  %-8s %11s %11s %11s %8s %8s\n", "clients", "kvd ops/s", "kvd/v ops/s", "echo ops/s",
+           "kvd", "kvd/v");
     for (int n = only ? only : 1; n <= (only ? only : 8); n *= (n == 1 ? 4 : 2)) {
-        double k[16], e[16], r[16];
+        double k[16], kv[16], e[16], r[16], rv[16];
         double kc[16], ks[16], ec[16], es[16];
         long ek = 0, ee = 0;
         for (int t = 0; t < trials; t++) {
             struct trial_cpu ck, ce;
             k[t] = run_clients("kvd", run_dir, kvd_pid, n, ops, &ek, &ck);
             e[t] = run_clients("echo", echo_ep, echo.pid, n, ops, &ee, &ce);
+            kv[t] = run_clients("kvdv", run_dir, kvd_pid, n, ops, &ek, NULL);
             r[t] = k[t] / e[t];
+            rv[t] = kv[t] / e[t];
             kc[t] = ck.client_us, ks[t] = ck.server_us;
             ec[t] = ce.client_us, es[t] = ce.server_us;
         }
-        double km = pct(k, trials, .5), em = pct(e, trials, .5), rm = pct(r, trials, .5);
-        printf("  %-8d %12.0f %12.0f %7.2fx   (goal >= 0.7x) errors %ld\n", n, km, em, rm, ek);
+        double km = pct(k, trials, .5), kvm = pct(kv, trials, .5), em = pct(e, trials, .5);
+        printf("  %-8d %11.0f %11.0f %11.0f %7.2fx %7.2fx   (ratios to echo; goal >= 0.7x) "
+               "errors %ld\n",
+               n, km, kvm, em, pct(r, trials, .5), pct(rv, trials, .5), ek);
         cpu[ncpu][0] = n;
         cpu[ncpu][1] = pct(kc, trials, .5), cpu[ncpu][2] = pct(ec, trials, .5);
         cpu[ncpu][3] = pct(ks, trials, .5), cpu[ncpu][4] = pct(es, trials, .5);
