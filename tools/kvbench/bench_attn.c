@@ -8,9 +8,10 @@
  * scales, for every KV head and context token (tails excluded: the context is whole pages).
  * Times are medians of several batches; a batch repeats the call for at least --batch-ms of this
  * thread's CPU time (CLOCK_THREAD_CPUTIME_ID: the shared 2-vCPU machines are often oversubscribed,
- * and time spent descheduled is not the kernel's; memory bandwidth is still shared). The xF16
- * column is the median speed-up over alternating F16 and format batches (time_pair), its quartiles
- * printed beside it: two separate timings a second apart drift by up to 30% here.
+ * and time spent descheduled is not the kernel's; memory bandwidth is still shared). The xF16 and
+ * xstream columns are medians over rounds of alternating F16, format and streaming-read batches
+ * (time_row), their quartiles printed beside them: two separate timings a second apart drift by up
+ * to 30% here, and the memory bandwidth other tenants leave drifts with them.
  *
  * Pages sit at their real stride (all layers), so one layer's slices are scattered as in the arena.
  *
@@ -57,33 +58,39 @@ static double median(double *v, unsigned n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Single-thread streaming read of `bytes` (AVX2 loads, OR-reduced so nothing is optimized out). */
-__attribute__((target("avx2"))) static double stream_read_gbs(const struct opts *o, size_t bytes)
+/* The streaming-read floor: one 256 MiB buffer, read by one thread with AVX2 loads (OR-reduced
+ * so nothing is optimized out). */
+#define STREAM_BYTES (256u << 20)
+static uint8_t *g_stream;
+
+/* GB/s of one batch (whole passes over the buffer for at least batch_ms). */
+__attribute__((target("avx2"))) static double stream_batch(const struct opts *o)
 {
-    uint8_t *buf = aligned_alloc(64, bytes);
-    if (!buf)
-        return 0.0;
-    memset(buf, 1, bytes);
-    double t[16];
-    for (unsigned r = 0; r < o->reps && r < 16; r++) {
-        double t0 = now_s();
-        unsigned it = 0;
-        do {
-            __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-            for (size_t i = 0; i < bytes; i += 128) {
-                a0 = _mm256_or_si256(a0, _mm256_load_si256((const __m256i *)(buf + i)));
-                a1 = _mm256_or_si256(a1, _mm256_load_si256((const __m256i *)(buf + i + 32)));
-                a2 = _mm256_or_si256(a2, _mm256_load_si256((const __m256i *)(buf + i + 64)));
-                a3 = _mm256_or_si256(a3, _mm256_load_si256((const __m256i *)(buf + i + 96)));
-            }
-            a0 = _mm256_or_si256(_mm256_or_si256(a0, a1), _mm256_or_si256(a2, a3));
-            g_sink += _mm256_extract_epi32(a0, 0);
-            it++;
-        } while (now_s() - t0 < o->batch_ms * 1e-3);
-        t[r] = (now_s() - t0) / it;
-    }
-    free(buf);
-    return bytes / median(t, o->reps < 16 ? o->reps : 16) * 1e-9;
+    double t0 = now_s();
+    unsigned it = 0;
+    do {
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        for (size_t i = 0; i < STREAM_BYTES; i += 128) {
+            a0 = _mm256_or_si256(a0, _mm256_load_si256((const __m256i *)(g_stream + i)));
+            a1 = _mm256_or_si256(a1, _mm256_load_si256((const __m256i *)(g_stream + i + 32)));
+            a2 = _mm256_or_si256(a2, _mm256_load_si256((const __m256i *)(g_stream + i + 64)));
+            a3 = _mm256_or_si256(a3, _mm256_load_si256((const __m256i *)(g_stream + i + 96)));
+        }
+        a0 = _mm256_or_si256(_mm256_or_si256(a0, a1), _mm256_or_si256(a2, a3));
+        g_sink += _mm256_extract_epi32(a0, 0);
+        it++;
+    } while (now_s() - t0 < o->batch_ms * 1e-3);
+    return (double)STREAM_BYTES * it / (now_s() - t0) * 1e-9;
+}
+
+/* Median streaming-read GB/s over reps batches. */
+static double stream_read_gbs(const struct opts *o)
+{
+    double g[16];
+    unsigned n = o->reps < 16 ? o->reps : 16;
+    for (unsigned r = 0; r < n; r++)
+        g[r] = stream_batch(o);
+    return median(g, n);
 }
 
 struct ctxpages {
@@ -207,13 +214,67 @@ static double time_decode(const struct opts *o, struct ctxpages *c, unsigned nqh
 }
 
 /*
- * F16 and another format timed in alternating batches (F16, X, F16, X, ...): *tx = median
- * seconds per call of X, ratio[0..2] = 25th, 50th and 75th percentile of the per-pair speed-ups
- * t(F16)/t(X). Pairs a few tens of milliseconds apart see the same machine, so the ratio holds
- * still on a shared host where each time alone drifts by 30% from one second to the next.
+ * The kernel's own memory floor: a plain read of exactly the segments one decode call reads (K and
+ * V of the attended layer, data and scales, every KV head), in the kernel's order (windows of 64
+ * tokens, KV head by KV head) and with its prefetch of the next window, and no arithmetic. The
+ * pages' layout (one page holds all layers of its tokens, so one layer is 1-2 KiB pieces at the
+ * page stride) caps this below the streaming read; xread says how close the kernel comes to it.
  */
-static void time_pair(const struct opts *o, struct ctxpages *c16, struct ctxpages *cx, unsigned nqh,
-                      double *tx, double ratio[3])
+__attribute__((target("avx2"))) static void read_segments(const struct ctxpages *c)
+{
+    const struct kv_layout *l = &c->l;
+    unsigned per_win = 64 / l->page_tokens ? 64 / l->page_tokens : 1;
+    size_t sb[2] = {kv_seg_bytes(l->k_fmt, l), kv_seg_bytes(l->v_fmt, l)};
+    __m256i acc = _mm256_setzero_si256();
+    for (unsigned b0 = 0; b0 < c->nblk; b0 += per_win)
+        for (unsigned h = 0; h < l->n_kv_heads; h++) {
+            for (unsigned b = b0 + per_win; b < b0 + 2 * per_win && b < c->nblk; b++)
+                for (unsigned kind = 0; kind < 2; kind++) {
+                    const uint8_t *s = c->bt[b].page + kv_seg_offset(l, c->layer, kind, h);
+                    for (size_t i = 0; i < sb[kind]; i += 64)
+                        _mm_prefetch((const char *)s + i, _MM_HINT_T1);
+                }
+            for (unsigned b = b0; b < b0 + per_win && b < c->nblk; b++)
+                for (unsigned kind = 0; kind < 2; kind++) {
+                    const uint8_t *s = c->bt[b].page + kv_seg_offset(l, c->layer, kind, h);
+                    for (size_t i = 0; i + 32 <= sb[kind]; i += 32)
+                        acc = _mm256_or_si256(acc, _mm256_loadu_si256((const __m256i *)(s + i)));
+                }
+        }
+    g_sink += _mm256_extract_epi32(acc, 0);
+}
+
+/* Seconds per read_segments pass, one batch. */
+static double batch_read(const struct opts *o, const struct ctxpages *c)
+{
+    double t0 = now_s();
+    unsigned it = 0;
+    do {
+        read_segments(c);
+        it++;
+    } while (now_s() - t0 < o->batch_ms * 1e-3);
+    return (now_s() - t0) / it;
+}
+
+/* Quartiles (25th, 50th, 75th percentile) of v[0..n), sorting v. */
+static void quartiles(double *v, unsigned n, double q[3])
+{
+    qsort(v, n, sizeof(double), cmp_d);
+    q[0] = v[n / 4];
+    q[1] = median(v, n);
+    q[2] = v[(3 * n) / 4 < n ? (3 * n) / 4 : n - 1];
+}
+
+/*
+ * One row, timed in rounds of alternating batches: F16, the format (cx; NULL: the F16 row itself)
+ * and a streaming read. *tx = median seconds per call of the format; ratio = quartiles of the
+ * per-round speed-ups t(F16)/t(format); xs = quartiles of the per-round fractions of the streaming
+ * read's bandwidth. Batches a few tens of milliseconds apart see the same machine, so the ratios
+ * hold still on a shared host where each time alone drifts by 30% from one second to the next
+ * (and the memory bandwidth with it).
+ */
+static void time_row(const struct opts *o, struct ctxpages *c16, struct ctxpages *cx, unsigned nqh,
+                     double *tx, double ratio[3], double xs[3], double xr[3])
 {
     float q[9 * 64], out16[9 * 64], outx[9 * 64];
     for (unsigned i = 0; i < nqh * 64; i++)
@@ -227,27 +288,29 @@ static void time_pair(const struct opts *o, struct ctxpages *c16, struct ctxpage
                                .blocks = c16->bt,
                                .n_blocks = c16->nblk};
     struct kv_attn_args ax = a16;
-    ax.layout = &cx->l;
-    ax.layer = cx->layer;
+    struct ctxpages *c = cx ? cx : c16;
+    ax.layout = &c->l;
+    ax.layer = c->layer;
     ax.out = outx;
-    ax.blocks = cx->bt;
-    ax.n_blocks = cx->nblk;
+    ax.blocks = c->bt;
+    ax.n_blocks = c->nblk;
     unsigned n = o->reps < 16 ? o->reps : 16;
-    double t[16], r[16];
+    double t[16], r[16], x[16], y[16];
     if (kv_attn_decode(&a16) != 0 || kv_attn_decode(&ax) != 0) {
-        *tx = ratio[0] = ratio[1] = ratio[2] = NAN;
+        *tx = ratio[0] = ratio[1] = ratio[2] = xs[0] = xs[1] = xs[2] = xr[0] = xr[1] = xr[2] = NAN;
         return;
     }
     for (unsigned i = 0; i < n; i++) {
         double t16 = batch_decode(o, &a16);
-        t[i] = batch_decode(o, &ax);
+        t[i] = cx ? batch_decode(o, &ax) : t16;
         r[i] = t16 / t[i];
+        x[i] = (double)c->bytes / t[i] * 1e-9 / stream_batch(o);
+        y[i] = batch_read(o, c) / t[i];
     }
     *tx = median(t, n);
-    qsort(r, n, sizeof(double), cmp_d);
-    ratio[0] = r[n / 4];
-    ratio[1] = median(r, n);
-    ratio[2] = r[(3 * n) / 4 < n ? (3 * n) / 4 : n - 1];
+    quartiles(r, n, ratio);
+    quartiles(x, n, xs);
+    quartiles(y, n, xr);
 }
 
 /*
@@ -355,14 +418,20 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    double sr0 = stream_read_gbs(&o, 256u << 20);
+    g_stream = aligned_alloc(64, STREAM_BYTES);
+    if (!g_stream) {
+        fprintf(stderr, "kvbench-attn: no memory for the streaming read\n");
+        return 1;
+    }
+    memset(g_stream, 1, STREAM_BYTES);
+    double sr0 = stream_read_gbs(&o);
     printf("kvbench-attn: decode attention, 1 thread, tier %s, 3 KV heads x 64 ch, %u-token "
            "pages of %u layers (layer %u attended)\n",
            kv_attn_get_tier() == KV_ATTN_TIER_AVX2 ? "avx2" : "scalar", o.page_tokens, o.layers,
            o.layers / 2);
     printf("streaming read (256 MiB, 1 thread): %.1f GB/s\n\n", sr0);
-    printf("%-9s %6s %5s %10s %9s %8s %8s %7s  %s\n", "format", "ctx", "q:kv", "us/call", "Mtok/s",
-           "GB/s", "xF16", "xstream", "(xF16 quartiles)");
+    printf("%-9s %6s %5s %10s %9s %8s %8s %7s %6s  %s\n", "format", "ctx", "q:kv", "us/call",
+           "Mtok/s", "GB/s", "xF16", "xstream", "xread", "(quartiles: xF16, xstream, xread)");
 
     int fmts[] = {KV_FMT_F16,  KV_FMT_BF16, KV_FMT_FP8_E4M3, KV_FMT_FP8_E5M2,
                   KV_FMT_INT8, KV_FMT_INT4, KV_FMT_KIVI4,    KV_FMT_KIVI2};
@@ -390,17 +459,16 @@ int main(int argc, char **argv)
                 unsigned nqh = ri == 0 ? 9 : 3;
                 if (o.only_g && nqh != 3 * o.only_g)
                     continue;
-                double t, r[3] = {1.0, 1.0, 1.0};
-                if (fi == 0)
-                    t = time_decode(&o, cx, nqh, 0);
-                else
-                    time_pair(&o, &c16, cx, nqh, &t, r);
-                printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8.2f %7.2f", kv_fmt_name(fmts[fi]),
+                double t, r[3], x[3], y[3];
+                time_row(&o, &c16, fi > 0 ? cx : NULL, nqh, &t, r, x, y);
+                printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8.2f %7.2f %6.2f  ", kv_fmt_name(fmts[fi]),
                        o.ctx[ci], ri == 0 ? "3:1" : "1:1", t * 1e6, o.ctx[ci] / t * 1e-6,
-                       cx->bytes / t * 1e-9, r[1], cx->bytes / t * 1e-9 / sr0);
+                       cx->bytes / t * 1e-9, r[1], x[1], y[1]);
                 if (fi > 0)
-                    printf("  (%.2f-%.2f)", r[0], r[2]);
-                printf("\n");
+                    printf("(%.2f-%.2f) ", r[0], r[2]);
+                else
+                    printf("%11s ", "");
+                printf("(%.2f-%.2f) (%.2f-%.2f)\n", x[0], x[2], y[0], y[2]);
             }
             if (o.prefill && o.prefill <= o.ctx[ci])
                 time_prefill(cx, o.ctx[ci], o.prefill);
@@ -416,6 +484,7 @@ int main(int argc, char **argv)
         unbuild(&c16);
         printf("\n");
     }
-    printf("streaming read again at the end: %.1f GB/s\n", stream_read_gbs(&o, 256u << 20));
+    printf("streaming read again at the end: %.1f GB/s\n", stream_read_gbs(&o));
+    free(g_stream);
     return 0;
 }
