@@ -389,11 +389,12 @@ SIMPLE_KERNELS(tf16, ATTN_TAIL_F16)
 
 /*
  * One window of one KV head in three steps, all on L1-resident buffers of the window: logits of
- * hn <= 4 query heads (each key row decoded once for all of them, 8 tokens reduced by one hadd
- * tree in registers), the online-softmax update with the per-token value scales folded into the
- * weights, and the weighted sum of the value rows (each row decoded once, the accumulators of a
- * slice of channels in registers). head_dim is a compile-time constant here (64 or 128), so the
- * channel loops unroll and the accumulators stay in registers; other head dims take dot + axpy.
+ * hn <= 4 query heads (each key row decoded once for all of them, 8 rows' partial sums parked in
+ * L1 and reduced by one hadd tree), the online-softmax update with the per-token value scales
+ * folded into the weights, and the weighted sum of the value rows (each row decoded once per
+ * slice, the accumulators of a slice of channels in registers). head_dim is a compile-time
+ * constant here (64 or 128), so the channel loops unroll and the accumulators stay in registers;
+ * other head dims take dot + axpy.
  */
 #define WS (ATTN_CHUNK + 8) /* row stride of the window buffers: 8-wide stores pass n by < 8 */
 
@@ -401,9 +402,10 @@ SIMPLE_KERNELS(tf16, ATTN_TAIL_F16)
  * rows: per 8-token group of the logits pass and per 8 value rows of the first channel slice, so
  * the inner loops carry no prefetch bookkeeping (stepping per row cost ~15% of the instructions at
  * 3:1). Each line costs a prefetch, an add, a compare and the loop branch; once the ranges are
- * used up k is 0 and a step is free. The hint is T1: with T0 the next window's F16 bytes and the
- * current window's fill the 32 KiB L1 between them (F16 3:1 at 32k, alternating runs: 5.9-6.0 ms
- * with T1, 6.5-6.9 ms with T0). */
+ * used up k is 0 and a step is free. The hint is T1: kvbench-attn at 32k, three alternating runs
+ * of each: FP8 1:1 at 0.39-0.52 of the streaming read with T1, 0.36-0.44 with T0; F16 the same
+ * within noise. Prefetching two windows ahead instead of one lost ~10% (xread 0.82-0.88 vs
+ * 0.92-0.97 at FP8 1:1). */
 struct pf_cur {
     const struct attn_pf *pf;
     unsigned r, k;        /* current range, lines per step */
