@@ -284,7 +284,8 @@ static struct kvc_req *next_req(struct kvc_req *d, const struct kvc_hash *chain,
 
 /* One op = lookup+pin then release; DEPTH requests in flight. kind "kvd": each request its own
  * kvc_submit; "kvdv": the follow-ups of every completion at hand go in one kvc_submitv. Prints
- * "ops errors us cpu_us" (cpu: this client's CPU time over the run, all threads). */
+ * "ops errors start_us end_us cpu_us" (CLOCK_MONOTONIC at "go" and at the last completion; cpu:
+ * this client's CPU time over the run, all threads). */
 static int client_main(const char *kind, const char *where, long ops)
 {
     static struct slot s[DEPTH];
@@ -335,7 +336,8 @@ static int client_main(const char *kind, const char *where, long ops)
                     v[nv++] = n;
             } while (batched && nv < DEPTH && kvc_complete(c, 0, &d) == 0);
         }
-        printf("%ld %ld %.0f %.0f\n", done_ops, errors, now_us() - t0, (self_cpu_s() - c0) * 1e6);
+        printf("%ld %ld %.0f %.0f %.0f\n", done_ops, errors, t0, now_us(),
+               (self_cpu_s() - c0) * 1e6);
         kvc_close(c);
     } else {
         struct echo_cli e;
@@ -361,7 +363,8 @@ static int client_main(const char *kind, const char *where, long ops)
                 started++;
             }
         }
-        printf("%ld %ld %.0f %.0f\n", done_ops, errors, now_us() - t0, (self_cpu_s() - c0) * 1e6);
+        printf("%ld %ld %.0f %.0f %.0f\n", done_ops, errors, t0, now_us(),
+               (self_cpu_s() - c0) * 1e6);
     }
     fflush(stdout);
     return 0;
@@ -418,7 +421,7 @@ static double run_clients(const char *kind, const char *where, pid_t server, int
 {
     static struct proc p[MAXCLI];
     char ops_s[32];
-    double sum_ops = 0, client_us = 0, s0, longest_us = 0;
+    double sum_ops = 0, client_us = 0, s0, first = 0, last = 0;
 
     snprintf(ops_s, sizeof(ops_s), "%ld", ops);
     for (int i = 0; i < n; i++) {
@@ -433,13 +436,15 @@ static double run_clients(const char *kind, const char *where, pid_t server, int
             die("go", -EIO);
     for (int i = 0; i < n; i++) {
         long d, e;
-        double us, cus;
-        if (fscanf(p[i].out, "%ld %ld %lf %lf", &d, &e, &us, &cus) != 4)
+        double start, end, cus;
+        if (fscanf(p[i].out, "%ld %ld %lf %lf %lf", &d, &e, &start, &end, &cus) != 5)
             die("client result", -EIO);
         sum_ops += (double)d;
         client_us += cus;
-        if (us > longest_us)
-            longest_us = us;
+        if (i == 0 || start < first)
+            first = start;
+        if (i == 0 || end > last)
+            last = end;
         *errors += e;
         waitpid(p[i].pid, NULL, 0);
         fclose(p[i].out);
@@ -449,7 +454,7 @@ static double run_clients(const char *kind, const char *where, pid_t server, int
         cpu->client_us = client_us / sum_ops;
         cpu->server_us = (proc_cpu_s(server) - s0) * 1e6 / sum_ops;
     }
-    return sum_ops / (longest_us / 1e6);
+    return sum_ops / ((last - first) / 1e6);
 }
 
 static pid_t start_kvd(const char *kvd, const char *dir, char *run_dir, size_t len)
