@@ -208,7 +208,7 @@ static int frame_send(struct kvc *c, zmq_msg_t *m, int flags)
     return errno == ETERM ? -ESHUTDOWN : -errno;
 }
 
-/* Encodes r into *m on a free slot, marked busy (undo with slot_unprepare). */
+/* Encodes r into *m on a free slot, marked busy (a failed send sets it free again). */
 static int req_prepare(struct kvc *c, struct kvc_req *r, int sync, zmq_msg_t *m,
                        struct kvc_slot **sp)
 {
