@@ -25,18 +25,18 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-./"$b"/kvd/kvd --run-dir "$work/run" --state-dir "$work/state" 2>"$work/kvd.log" &
+"$b"/kvd/kvd --run-dir "$work/run" --state-dir "$work/state" 2>"$work/kvd.log" &
 kvd_pid=$!
 for _ in $(seq 100); do [ -S "$work/run/kvd.sock" ] && break; sleep 0.1; done
 sed 's/^/  kvd| /' "$work/kvd.log"
 echo
 if [ "$synthetic" = 1 ]; then
-  ./"$b"/tools/kvdemo/kvdemo --run-dir "$work/run" "$@"
+  "$b"/tools/kvdemo/kvdemo --run-dir "$work/run" "$@"
 else
-  ./"$b"/tools/kvrun/kvrun share --kvd "$work/run" --file tools/kvrun/texts/system.txt \
+  "$b"/tools/kvrun/kvrun share --kvd "$work/run" --file tools/kvrun/texts/system.txt \
     --questions tools/kvrun/texts/questions.txt --workers 4 -n 24 --format fp8_e4m3 "$@"
 fi
 if [ -x "$b"/tools/kvctl/kvctl ]; then
   echo
-  ./"$b"/tools/kvctl/kvctl --run-dir "$work/run" stats || true
+  "$b"/tools/kvctl/kvctl --run-dir "$work/run" stats || true
 fi
