@@ -496,9 +496,11 @@ INLINE void win_logits(int fmt, unsigned D, unsigned hn, const struct attn_win *
                        float *s, float *part, struct pf_cur *pf)
 {
     size_t rs = (size_t)D * esize(fmt);
-    float mul = fmt == KV_FMT_FP8_E4M3 ? 256.0f  /* see tok_scale */
-                : fmt == FMT_E4M3_F32  ? 0x1p56f /* q carries 2^64 */
-                                       : 1.0f;
+    float mul = fmt == KV_FMT_FP8_E4M3 ? 256.0f : 1.0f; /* see tok_scale */
+    /* FMT_E4M3_F32: q carries 2^64, the codes 2^-120; the 2^56 goes onto the dot product before
+     * the key scale (q . code is finite whenever 2^64 q is), not onto the scale, which a key
+     * scale of 2^72 would overflow */
+    const __m256 undo = _mm256_set1_ps(fmt == FMT_E4M3_F32 ? 0x1p56f : 1.0f);
     unsigned off = 0;
     for (unsigned i = 0; i < w->nrun; i++) {
         const struct attn_run *r = &w->run[i];
@@ -510,7 +512,9 @@ INLINE void win_logits(int fmt, unsigned D, unsigned hn, const struct attn_win *
             __m256 sc = win_scale8(fmt, r->ks + 4 * (size_t)j0, jn, mul);
             KV_UNROLL(4)
             for (unsigned hh = 0; hh < hn; hh++)
-                _mm256_storeu_ps(s + hh * WS + off + j0, _mm256_mul_ps(x[hh], sc));
+                _mm256_storeu_ps(
+                    s + hh * WS + off + j0,
+                    _mm256_mul_ps(fmt == FMT_E4M3_F32 ? _mm256_mul_ps(x[hh], undo) : x[hh], sc));
         }
         off += r->n;
     }
@@ -637,7 +641,8 @@ INLINE void win_block(int kfmt, int vfmt, unsigned D, unsigned hn, const struct 
 #endif
 
 /* vsc[0, n) = mul * the window's value scales, vsc[n, n8) = 0; returns the largest magnitude of
- * vsc (NaN lanes are skipped by max: a NaN scale gives NaN outputs on every route anyway). */
+ * vsc. A NaN scale may hide others from the maximum (maxps returns its second operand when one is
+ * NaN); it makes the outputs NaN on every route anyway. */
 INLINE float win_vscales(const struct attn_win *w, float mul, float *vsc)
 {
     __m256 vm = _mm256_set1_ps(mul), mx = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
@@ -700,7 +705,9 @@ WIN_KERNEL(int8, KV_FMT_INT8)
 
 /* E4M3 windows take the integer decode (FMT_E4M3_F32) when the query times 2^64 and every value
  * scale times 2^120 are finite (|q| < 2^63, value scale < 2^7: true unless the source data held
- * magnitudes near 2^16), else the binary16 route. */
+ * magnitudes near 2^16) and the thread does not treat subnormal inputs as zero (MXCSR.DAZ, set
+ * by -ffast-math builds and torch.set_flush_denormal: subnormal codes decode to binary32
+ * subnormals here), else the binary16 route. */
 static TGT void win_e4m3(const struct attn_win *w, const float *q, unsigned g, float *m,
                          float *lsum, float *acc, float *lg, size_t ld, float *work)
 {
@@ -716,7 +723,8 @@ static TGT void win_e4m3(const struct attn_win *w, const float *q, unsigned g, f
             big = _mm256_or_ps(
                 big, _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), v), lim, _CMP_NLT_UQ));
         }
-        ok = _mm256_movemask_ps(big) == 0 && win_vscales(w, 1.0f, work + 8 * WS) < 0x1p7f;
+        ok = _mm256_movemask_ps(big) == 0 && win_vscales(w, 1.0f, work + 8 * WS) < 0x1p7f &&
+             !(_mm_getcsr() & 0x0040); /* DAZ would read subnormal codes as 0 */
     }
     if (ok)
         win_e4m3f(w, qs, g, m, lsum, acc, lg, ld, work);

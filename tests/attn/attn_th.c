@@ -90,8 +90,9 @@ void th_build(struct th_case *c, const struct th_cfg *cfg)
         unsigned nt = c->bt[b].n_tokens;
         uint8_t *page = c->pages + b * pb;
         float amp = b == 0 && cfg->v_amp0 != 0.0f ? cfg->v_amp0 : 1.0f;
+        float kamp = cfg->k_amp != 0.0f ? cfg->k_amp : 1.0f;
         for (size_t i = 0; i < (size_t)cfg->n_layers * T * rowf; i++) {
-            ks[i] = urand(&s) + bias[i % d];
+            ks[i] = kamp * (urand(&s) + bias[i % d]);
             vs[i] = amp * urand(&s);
         }
         struct kv_src ksrc = {.base = ks,

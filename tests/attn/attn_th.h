@@ -52,6 +52,7 @@ struct th_cfg {
     int tail_f16;                       /* tail dtype f16 instead of f32 */
     unsigned n_q;                       /* queries (1 = decode) */
     float v_amp0;                       /* block 0's values times this (0: 1): large scales */
+    float k_amp;                        /* every key times this (0: 1) */
     uint32_t seed;
 };
 

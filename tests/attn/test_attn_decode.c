@@ -200,9 +200,52 @@ Test(attn_decode, fp8_e4m3_large_value_scales)
     check_decode(&c);
 }
 
+/* Logits so far apart that softmax is one-hot: every tier's output for each head must be the
+ * value row of its top key (the mean of the rows that tie, as FP8 keys often do). Logits in fp64
+ * from the dequantized keys. */
+static void check_one_hot(struct th_case *c)
+{
+    unsigned d = c->cfg.d, nkv = c->cfg.nkv, g = c->cfg.g;
+    float out[8 * 128];
+    enum kv_attn_tier tiers[4];
+    unsigned nt = th_tiers(tiers);
+    double *lg = malloc(c->n_ctx * sizeof(double));
+    cr_assert(lg && nkv * g * d <= sizeof(out) / sizeof(out[0]));
+    c->a.out = out;
+    for (unsigned ti = 0; ti < nt; ti++) {
+        cr_assert_eq(kv_attn_set_tier(tiers[ti]), 0);
+        cr_assert_eq(kv_attn_decode(&c->a), 0);
+        for (unsigned h = 0; h < nkv * g; h++) {
+            unsigned k = h / g;
+            double top = -INFINITY;
+            for (size_t p = 0; p < c->n_ctx; p++) {
+                lg[p] = 0.0;
+                for (unsigned ch = 0; ch < d; ch++)
+                    lg[p] += (double)c->q[h * d + ch] * c->kd[(p * nkv + k) * d + ch];
+                top = fmax(top, lg[p]);
+            }
+            for (unsigned ch = 0; ch < d; ch++) {
+                double want = 0.0;
+                unsigned n = 0;
+                for (size_t p = 0; p < c->n_ctx; p++)
+                    if (lg[p] == top) {
+                        want += c->vd[(p * nkv + k) * d + ch];
+                        n++;
+                    }
+                want /= n;
+                float o = out[h * d + ch];
+                cr_assert(fabs(o - want) <= 1e-5 * (fabs(want) + 1.0),
+                          "tier %d head %u ch %u: %.9g, want %.9g (%u tied)", tiers[ti], h, ch, o,
+                          want, n);
+            }
+        }
+    }
+    kv_attn_set_tier(KV_ATTN_TIER_AUTO);
+    free(lg);
+}
+
 /* A query so large that q * 2^64 overflows (same reason as above) takes the binary16 route; the
- * logits are then ~2^67 apart, so each head's output is the value row of its top key (the mean
- * of the rows that tie, as FP8 keys often do). */
+ * logits are then ~2^67 apart: one-hot. */
 Test(attn_decode, fp8_e4m3_huge_query)
 {
     struct th_cfg cfg = base(KV_FMT_FP8_E4M3, KV_FMT_FP8_E4M3);
@@ -210,40 +253,25 @@ Test(attn_decode, fp8_e4m3_huge_query)
     cfg.blk_tokens[2] = 0;
     struct th_case c;
     th_build(&c, &cfg);
-    unsigned d = cfg.d, nkv = cfg.nkv, g = cfg.g;
-    memset(c.q, 0, (size_t)nkv * g * d * sizeof(float));
-    for (unsigned h = 0; h < nkv * g; h++)
-        c.q[h * d] = 0x1p70f; /* times 1/sqrt(64): 2^67 */
-    float out[6 * 64];
-    c.a.out = out;
-    enum kv_attn_tier tiers[4];
-    unsigned nt = th_tiers(tiers);
-    for (unsigned ti = 0; ti < nt; ti++) {
-        cr_assert_eq(kv_attn_set_tier(tiers[ti]), 0);
-        cr_assert_eq(kv_attn_decode(&c.a), 0);
-        for (unsigned k = 0; k < nkv; k++) {
-            float top = -INFINITY;
-            for (size_t p = 0; p < c.n_ctx; p++)
-                top = fmaxf(top, c.kd[(p * nkv + k) * d]);
-            for (unsigned ch = 0; ch < d; ch++) {
-                double want = 0.0;
-                unsigned n = 0;
-                for (size_t p = 0; p < c.n_ctx; p++)
-                    if (c.kd[(p * nkv + k) * d] == top) {
-                        want += c.vd[(p * nkv + k) * d + ch];
-                        n++;
-                    }
-                want /= n;
-                for (unsigned hh = 0; hh < g; hh++) {
-                    float o = out[(k * g + hh) * d + ch];
-                    cr_assert(fabs(o - want) <= 1e-5 * (fabs(want) + 1.0),
-                              "tier %d head %u ch %u: %.9g, want %.9g (%u tied)", tiers[ti],
-                              k * g + hh, ch, o, want, n);
-                }
-            }
-        }
-    }
-    kv_attn_set_tier(KV_ATTN_TIER_AUTO);
+    memset(c.q, 0, (size_t)cfg.nkv * cfg.g * cfg.d * sizeof(float));
+    for (unsigned h = 0; h < cfg.nkv * cfg.g; h++)
+        c.q[h * cfg.d] = 0x1p70f; /* times 1/sqrt(64): 2^67 */
+    check_one_hot(&c);
+    th_free(&c);
+}
+
+/* Keys near 2^80 make key scales near 2^72: the integer decode's 2^56 must go onto the dot
+ * product, not onto the key scale (2^72 * 2^56 overflows). One-hot again. */
+Test(attn_decode, fp8_e4m3_huge_keys)
+{
+    struct th_cfg cfg = base(KV_FMT_FP8_E4M3, KV_FMT_FP8_E4M3);
+    cfg.nblk = 5;
+    cfg.blk_tokens[2] = 0;
+    cfg.n_tail = 0; /* the f32 tail keeps small keys; here every key is in a page */
+    cfg.k_amp = 0x1p80f;
+    struct th_case c;
+    th_build(&c, &cfg);
+    check_one_hot(&c);
     th_free(&c);
 }
 
