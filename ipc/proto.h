@@ -107,8 +107,11 @@ struct kvp_welcome {
     uint8_t token[16];         /* one-time attach token for the request channel */
     uint8_t gpu_uuid[16];      /* CUDA backends: device UUID; zero for host */
     uint8_t legacy_handle[64]; /* KVP_BACKEND_CUDA_LEGACY: cudaIpcMemHandle_t bytes */
-    uint8_t reserved[8];       /* zero; pads the struct to the documented 128 bytes */
+    uint32_t features;         /* KVP_FEAT_*: what this kvd takes beyond the first protocol
+                                * (a kvd from before a feature sends 0 here, as it was reserved) */
+    uint8_t reserved[4];       /* zero; pads the struct to the documented 128 bytes */
 };
+#define KVP_FEAT_MULTIPART 1u /* a request message may carry up to KVP_MAX_PARTS frames */
 _Static_assert(sizeof(struct kvp_welcome) == 128, "wire struct");
 
 /* ---- request channel ------------------------------------------------------------------------ */

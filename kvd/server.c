@@ -399,6 +399,7 @@ static void side_readable(struct kvd *d, struct kv_client *c)
         .client_id = c->id,
         .backend = (uint32_t)d->arena.backend,
         .arena_bytes = d->arena.bytes,
+        .features = KVP_FEAT_MULTIPART,
     };
     randombytes_buf(c->token, sizeof(c->token));
     memcpy(w.token, c->token, sizeof(w.token));
@@ -542,8 +543,15 @@ static void router_drain(struct kvd *d)
         uint32_t parts = 1;
         for (int more = zmq_msg_more(&body); more; parts++) {
             zmq_msg_t x;
+            int rc;
             zmq_msg_init(&x);
-            more = zmq_msg_recv(&x, d->router, 0) >= 0 && zmq_msg_more(&x);
+            while ((rc = zmq_msg_recv(&x, d->router, 0)) < 0 && zmq_errno() == EINTR)
+                ;         /* a message's parts arrive together: the rest is there */
+            if (rc < 0) { /* ETERM: kvd is stopping */
+                zmq_msg_close(&x);
+                break;
+            }
+            more = zmq_msg_more(&x);
             if (ours && parts < KVP_MAX_PARTS) {
                 kvd_handle_request(d, zmq_msg_data(&rid), zmq_msg_size(&rid), uid, zmq_msg_data(&x),
                                    zmq_msg_size(&x));

@@ -687,6 +687,16 @@ KVC_API int kvc_submitv(struct kvc *c, struct kvc_req *const *reqs, unsigned n)
         return -ECHILD;
     if (c->zsock == NULL)
         return -ENOTCONN;
+    if (!(c->welcome.features & KVP_FEAT_MULTIPART)) { /* an older kvd: one message each */
+        for (; k < n; k++) {
+            struct kvc_req *r = reqs[k];
+            rc = r == NULL || r->op < KVC_OP_PING || r->op > KVC_OP_STATS ? -EINVAL
+                                                                          : kvc_int_send(c, r, 0);
+            if (rc < 0)
+                break;
+        }
+        return k ? (int)k : rc;
+    }
     for (; k < n; k++) { /* encode a prefix: the first request that cannot go ends it */
         struct kvc_req *r = reqs[k];
         if (r == NULL || r->op < KVC_OP_PING || r->op > KVC_OP_STATS) {
@@ -699,7 +709,10 @@ KVC_API int kvc_submitv(struct kvc *c, struct kvc_req *const *reqs, unsigned n)
     }
     if (k == 0)
         return rc;
-    /* one message, the requests its parts; ZeroMQ delivers all of them or none */
+    /* One message, the requests its parts; ZeroMQ delivers all of them or none. With no send
+     * high-water mark (zmq_open_dealer sets ZMQ_SNDHWM 0) and a blocking send, only ETERM can
+     * fail a part after the first; should a send timeout or a limit ever be set, a failure
+     * there would leave a message half built in the socket for the next send to complete. */
     for (i = 0; i < k; i++) {
         rc = frame_send(c, &m[i], i + 1 < k ? ZMQ_SNDMORE : 0); /* closes m[i] on error */
         if (rc < 0)

@@ -351,7 +351,8 @@ KVC_API int kvc_submit(struct kvc *c, struct kvc_req *r);
  * its own (own reply, own result; kvd does not make them atomic). Returns how many were submitted:
  * a prefix, ending before the first request that kvc_submit would refuse (that one's error is
  * returned when it is the first: nothing was submitted). A failure of the send itself submits
- * none. Errors: as kvc_submit, and -EINVAL for n > KVC_MAX_SUBMITV. */
+ * none. A kvd that does not announce KVP_FEAT_MULTIPART (older) gets one message per request,
+ * with the same prefix rule. Errors: as kvc_submit, and -EINVAL for n > KVC_MAX_SUBMITV. */
 #define KVC_MAX_SUBMITV 64
 KVC_API int kvc_submitv(struct kvc *c, struct kvc_req *const *reqs, unsigned n);
 

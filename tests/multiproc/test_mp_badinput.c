@@ -277,6 +277,7 @@ Test(badinput, multipart_message)
     struct kvp_hdr h[KVP_MAX_PARTS + 1];
 
     raw_open(&r, 1);
+    cr_assert(r.w.features & KVP_FEAT_MULTIPART, "the welcome announces multipart requests");
     kvp_put_hdr(f, KVP_OP_PING, 0, 11, 0);
     cr_assert_eq(zmq_send(r.sock, f, sizeof(f), ZMQ_SNDMORE), (int)sizeof(f));
     cr_assert_eq(zmq_send(r.sock, junk, sizeof(junk), ZMQ_SNDMORE), (int)sizeof(junk));
