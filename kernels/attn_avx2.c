@@ -679,14 +679,10 @@ INLINE float win_vscales(const struct attn_win *w, float mul, float *vsc)
         for (unsigned i = 0; i < w->nrun; i++)                                                     \
             groups += (w->run[i].n + 7) / 8;                                                       \
         pf_init(&pf, w->pf, groups ? 2 * groups : 1);                                              \
-        if (fmt != KV_FMT_F16 && fmt != KV_FMT_BF16) { /* value scales of the window */            \
+        if (fmt != KV_FMT_F16 && fmt != KV_FMT_BF16) /* value scales of the window */              \
             vsc = work + 8 * WS;                                                                   \
-            win_vscales(w,                                                                         \
-                        fmt == KV_FMT_FP8_E4M3 ? 256.0f                                            \
-                        : fmt == FMT_E4M3_F32  ? 0x1p120f                                          \
-                                               : 1.0f,                                              \
-                        vsc);                                                                      \
-        }                                                                                          \
+        if (vsc && fmt != FMT_E4M3_F32) /* win_e4m3 has made those (times 2^120) already */        \
+            win_vscales(w, fmt == KV_FMT_FP8_E4M3 ? 256.0f : 1.0f, vsc);                           \
         if (w->d == 64) {                                                                          \
             WIN_BLOCKS(fmt, fmt, 64)                                                               \
         } else {                                                                                   \
@@ -723,7 +719,9 @@ static TGT void win_e4m3(const struct attn_win *w, const float *q, unsigned g, f
             big = _mm256_or_ps(
                 big, _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), v), lim, _CMP_NLT_UQ));
         }
-        ok = _mm256_movemask_ps(big) == 0 && win_vscales(w, 1.0f, work + 8 * WS) < 0x1p7f &&
+        /* the value weights' scales, made once here for win_e4m3f: every scale < 2^7 exactly
+         * when every scale * 2^120 < 2^127 (a power-of-two product is exact) */
+        ok = _mm256_movemask_ps(big) == 0 && win_vscales(w, 0x1p120f, work + 8 * WS) < 0x1p127f &&
              !(_mm_getcsr() & 0x0040); /* DAZ would read subnormal codes as 0 */
     }
     if (ok)

@@ -644,6 +644,12 @@ KVC_API int kvc_admin(struct kvc *c, uint32_t sub, const void *arg, size_t arg_l
     return rc;
 }
 
+/* Ops a caller may submit (enum kvc_op). */
+static int user_op(int op)
+{
+    return op >= KVC_OP_PING && op <= KVC_OP_STATS;
+}
+
 KVC_API int kvc_submit(struct kvc *c, struct kvc_req *r)
 {
     int rc;
@@ -653,18 +659,7 @@ KVC_API int kvc_submit(struct kvc *c, struct kvc_req *r)
     rc = kvc_int_usable(c);
     if (rc < 0)
         return rc;
-    switch (r->op) {
-    case KVC_OP_PING:
-    case KVC_OP_LOOKUP:
-    case KVC_OP_ALLOC:
-    case KVC_OP_COMMIT:
-    case KVC_OP_RELEASE:
-    case KVC_OP_SCORES:
-    case KVC_OP_STATS:
-        return kvc_int_send(c, r, 0);
-    default:
-        return -EINVAL;
-    }
+    return user_op(r->op) ? kvc_int_send(c, r, 0) : -EINVAL;
 }
 
 _Static_assert(KVC_MAX_SUBMITV == KVP_MAX_PARTS, "one kvc_submitv is one message of kvd's limit");
@@ -690,8 +685,7 @@ KVC_API int kvc_submitv(struct kvc *c, struct kvc_req *const *reqs, unsigned n)
     if (!(c->welcome.features & KVP_FEAT_MULTIPART)) { /* an older kvd: one message each */
         for (; k < n; k++) {
             struct kvc_req *r = reqs[k];
-            rc = r == NULL || r->op < KVC_OP_PING || r->op > KVC_OP_STATS ? -EINVAL
-                                                                          : kvc_int_send(c, r, 0);
+            rc = r == NULL || !user_op(r->op) ? -EINVAL : kvc_int_send(c, r, 0);
             if (rc < 0)
                 break;
         }
@@ -699,7 +693,7 @@ KVC_API int kvc_submitv(struct kvc *c, struct kvc_req *const *reqs, unsigned n)
     }
     for (; k < n; k++) { /* encode a prefix: the first request that cannot go ends it */
         struct kvc_req *r = reqs[k];
-        if (r == NULL || r->op < KVC_OP_PING || r->op > KVC_OP_STATS) {
+        if (r == NULL || !user_op(r->op)) {
             rc = -EINVAL;
             break;
         }

@@ -186,22 +186,28 @@ static double batch_decode(const struct opts *o, struct kv_attn_args *a)
     return (now_s() - t0) / it;
 }
 
+/* One decode query of nqh heads over c's pages: q (filled here) and out hold nqh * 64 floats. */
+static struct kv_attn_args decode_args(const struct ctxpages *c, unsigned nqh, float *q, float *out)
+{
+    for (unsigned i = 0; i < nqh * 64; i++)
+        q[i] = (float)sin(i * 0.37) * 2.0f;
+    return (struct kv_attn_args){.layout = &c->l,
+                                 .layer = c->layer,
+                                 .n_q_heads = nqh,
+                                 .n_q = 1,
+                                 .q = q,
+                                 .out = out,
+                                 .blocks = c->bt,
+                                 .n_blocks = c->nblk};
+}
+
 /* Median seconds per decode call. */
 static double time_decode(const struct opts *o, struct ctxpages *c, unsigned nqh, int scores)
 {
     float q[9 * 64], out[9 * 64];
     float *sc = scores ? calloc((size_t)3 * c->l.page_tokens * c->nblk, sizeof(float)) : NULL;
-    for (unsigned i = 0; i < nqh * 64; i++)
-        q[i] = (float)sin(i * 0.37) * 2.0f;
-    struct kv_attn_args a = {.layout = &c->l,
-                             .layer = c->layer,
-                             .n_q_heads = nqh,
-                             .n_q = 1,
-                             .q = q,
-                             .out = out,
-                             .blocks = c->bt,
-                             .n_blocks = c->nblk,
-                             .scores = sc};
+    struct kv_attn_args a = decode_args(c, nqh, q, out);
+    a.scores = sc;
     double t[16];
     if (kv_attn_decode(&a) != 0) { /* warm-up, and the pages come into cache/TLB */
         free(sc);
@@ -269,31 +275,16 @@ static void quartiles(double *v, unsigned n, double q[3])
  * One row, timed in rounds of alternating batches: F16, the format (cx; NULL: the F16 row itself)
  * and a streaming read. *tx = median seconds per call of the format; ratio = quartiles of the
  * per-round speed-ups t(F16)/t(format); xs = quartiles of the per-round fractions of the streaming
- * read's bandwidth. Batches a few tens of milliseconds apart see the same machine, so the ratios
- * hold still on a shared host where each time alone drifts by 30% from one second to the next
- * (and the memory bandwidth with it).
+ * read's bandwidth; xr = quartiles of t(read_segments)/t(format). Batches a few tens of
+ * milliseconds apart see the same machine, so the ratios hold still on a shared host where each
+ * time alone drifts by 30% from one second to the next (and the memory bandwidth with it).
  */
 static void time_row(const struct opts *o, struct ctxpages *c16, struct ctxpages *cx, unsigned nqh,
                      double *tx, double ratio[3], double xs[3], double xr[3])
 {
     float q[9 * 64], out16[9 * 64], outx[9 * 64];
-    for (unsigned i = 0; i < nqh * 64; i++)
-        q[i] = (float)sin(i * 0.37) * 2.0f;
-    struct kv_attn_args a16 = {.layout = &c16->l,
-                               .layer = c16->layer,
-                               .n_q_heads = nqh,
-                               .n_q = 1,
-                               .q = q,
-                               .out = out16,
-                               .blocks = c16->bt,
-                               .n_blocks = c16->nblk};
-    struct kv_attn_args ax = a16;
     struct ctxpages *c = cx ? cx : c16;
-    ax.layout = &c->l;
-    ax.layer = c->layer;
-    ax.out = outx;
-    ax.blocks = c->bt;
-    ax.n_blocks = c->nblk;
+    struct kv_attn_args a16 = decode_args(c16, nqh, q, out16), ax = decode_args(c, nqh, q, outx);
     unsigned n = o->reps < 16 ? o->reps : 16;
     double t[16], r[16], x[16], y[16];
     if (kv_attn_decode(&a16) != 0 || kv_attn_decode(&ax) != 0) {
