@@ -421,11 +421,11 @@ INLINE void pf_init(struct pf_cur *c, const struct attn_pf *pf, unsigned steps)
     c->e = c->k ? pf->hi[0] : NULL;
 }
 
-/* Issues the next m * k line prefetches. */
-INLINE void pf_step(struct pf_cur *c, unsigned m)
+/* Issues the next n line prefetches (fewer when the ranges run out), four per loop trip. */
+INLINE void pf_lines(struct pf_cur *c, unsigned n)
 {
     const uint8_t *p = c->p, *e = c->e;
-    for (unsigned i = m * c->k; i; i--) {
+    while (n) {
         if (p >= e) {
             if (++c->r >= c->pf->n) {
                 c->k = 0;
@@ -434,11 +434,57 @@ INLINE void pf_step(struct pf_cur *c, unsigned m)
             p = c->pf->lo[c->r];
             e = c->pf->hi[c->r];
         }
-        _mm_prefetch((const char *)p, _MM_HINT_T1);
-        p += 64;
+        unsigned t = (unsigned)((e - p + 63) / 64);
+        t = t < n ? t : n;
+        n -= t;
+        for (; t >= 4; t -= 4, p += 256) {
+            _mm_prefetch((const char *)p, _MM_HINT_T1);
+            _mm_prefetch((const char *)p + 64, _MM_HINT_T1);
+            _mm_prefetch((const char *)p + 128, _MM_HINT_T1);
+            _mm_prefetch((const char *)p + 192, _MM_HINT_T1);
+        }
+        for (; t; t--, p += 64)
+            _mm_prefetch((const char *)p, _MM_HINT_T1);
     }
     c->p = p;
     c->e = e;
+}
+
+/* Issues the next m steps' line prefetches. */
+INLINE void pf_step(struct pf_cur *c, unsigned m)
+{
+    if (c->k)
+        pf_lines(c, m * c->k);
+}
+
+/* Issues whatever is left. */
+INLINE void pf_rest(struct pf_cur *c)
+{
+    if (c->k)
+        pf_lines(c, c->pf->lines);
+}
+
+/* One key row against hn heads: part[hh * 64] gets head hh's 8 partial sums (see win_dot8). */
+INLINE void win_row(int fmt, unsigned D, unsigned hn, const uint8_t *r, const float *q, float *part)
+{
+    const unsigned na = hn <= 2 ? 2 : 1;
+    __m256 a[4][2];
+    KV_UNROLL(4)
+    for (unsigned hh = 0; hh < hn; hh++)
+        a[hh][0] = a[hh][1] = _mm256_setzero_ps();
+    KV_UNROLL(8)
+    for (unsigned c = 0; c < D; c += 16) {
+        __m256 lo, hi;
+        load16(fmt, r, c, &lo, &hi);
+        KV_UNROLL(4)
+        for (unsigned hh = 0; hh < hn; hh++) {
+            a[hh][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + hh * D + c), lo, a[hh][0]);
+            a[hh][na - 1] = _mm256_fmadd_ps(_mm256_loadu_ps(q + hh * D + c + 8), hi, a[hh][na - 1]);
+        }
+    }
+    KV_UNROLL(4)
+    for (unsigned hh = 0; hh < hn; hh++)
+        _mm256_storeu_ps(part + hh * 64, na == 2 ? _mm256_add_ps(a[hh][0], a[hh][1]) : a[hh][0]);
 }
 
 /* Logits of tokens [0, jn) of 8 rows starting at k0 (row stride rs; missing rows read row 0) for
@@ -451,28 +497,13 @@ INLINE void pf_step(struct pf_cur *c, unsigned m)
 INLINE void win_dot8(int fmt, unsigned D, unsigned hn, const uint8_t *k0, size_t rs, unsigned jn,
                      const float *q, float *part, __m256 *out)
 {
-    const unsigned na = hn <= 2 ? 2 : 1;
-    for (unsigned j = 0; j < 8; j++) {
-        const uint8_t *r = k0 + (j < jn ? j : 0) * rs;
-        __m256 a[4][2];
-        KV_UNROLL(4)
-        for (unsigned hh = 0; hh < hn; hh++)
-            a[hh][0] = a[hh][1] = _mm256_setzero_ps();
+    if (jn == 8) { /* whole groups, unrolled: row addresses are constant offsets */
         KV_UNROLL(8)
-        for (unsigned c = 0; c < D; c += 16) {
-            __m256 lo, hi;
-            load16(fmt, r, c, &lo, &hi);
-            KV_UNROLL(4)
-            for (unsigned hh = 0; hh < hn; hh++) {
-                a[hh][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + hh * D + c), lo, a[hh][0]);
-                a[hh][na - 1] =
-                    _mm256_fmadd_ps(_mm256_loadu_ps(q + hh * D + c + 8), hi, a[hh][na - 1]);
-            }
-        }
-        KV_UNROLL(4)
-        for (unsigned hh = 0; hh < hn; hh++)
-            _mm256_storeu_ps(part + hh * 64 + 8 * j,
-                             na == 2 ? _mm256_add_ps(a[hh][0], a[hh][1]) : a[hh][0]);
+        for (unsigned j = 0; j < 8; j++)
+            win_row(fmt, D, hn, k0 + j * rs, q, part + 8 * j);
+    } else {
+        for (unsigned j = 0; j < 8; j++)
+            win_row(fmt, D, hn, k0 + (j < jn ? j : 0) * rs, q, part + 8 * j);
     }
     KV_UNROLL(4)
     for (unsigned hh = 0; hh < hn; hh++)
@@ -492,8 +523,8 @@ INLINE __m256 win_scale8(int fmt, const uint8_t *sc, unsigned jn, float mul)
 }
 
 /* s[hh * WS + j] = logit of head hh, token j of the window; lanes [n, n + 8) are clobbered. */
-INLINE void win_logits(int fmt, unsigned D, unsigned hn, const struct attn_win *w, const float *q,
-                       float *s, float *part, struct pf_cur *pf)
+INLINE void win_logits(int fmt, unsigned D, unsigned hn, const struct attn_win *w, size_t kofs,
+                       const float *q, float *s, float *part, struct pf_cur *pf)
 {
     size_t rs = (size_t)D * esize(fmt);
     float mul = fmt == KV_FMT_FP8_E4M3 ? 256.0f : 1.0f; /* see tok_scale */
@@ -508,8 +539,8 @@ INLINE void win_logits(int fmt, unsigned D, unsigned hn, const struct attn_win *
             unsigned jn = r->n - j0 < 8 ? r->n - j0 : 8;
             __m256 x[4];
             pf_step(pf, 1);
-            win_dot8(fmt, D, hn, r->k + j0 * rs, rs, jn, q, part, x);
-            __m256 sc = win_scale8(fmt, r->ks + 4 * (size_t)j0, jn, mul);
+            win_dot8(fmt, D, hn, r->k + kofs + j0 * rs, rs, jn, q, part, x);
+            __m256 sc = win_scale8(fmt, r->ks + kofs + 4 * (size_t)j0, jn, mul);
             KV_UNROLL(4)
             for (unsigned hh = 0; hh < hn; hh++)
                 _mm256_storeu_ps(
@@ -522,8 +553,8 @@ INLINE void win_logits(int fmt, unsigned D, unsigned hn, const struct attn_win *
 
 /* acc[hh][c] += sum_j wt[hh * WS + j] * decode(V_j)[c] for hn heads: channels in slices whose
  * accumulators fit in registers (hn * slice / 8 <= 8), every value row decoded once per slice. */
-INLINE void win_values(int fmt, unsigned D, unsigned hn, const struct attn_win *w, const float *wt,
-                       float *acc, struct pf_cur *pf)
+INLINE void win_values(int fmt, unsigned D, unsigned hn, const struct attn_win *w, size_t vofs,
+                       const float *wt, float *acc, struct pf_cur *pf)
 {
     const unsigned cw = hn == 1 ? 64 : hn == 2 ? 32 : 16; /* 3 heads x 32 would spill */
     size_t rs = (size_t)D * esize(fmt);
@@ -537,10 +568,12 @@ INLINE void win_values(int fmt, unsigned D, unsigned hn, const struct attn_win *
         const float *wj = wt;
         for (unsigned i = 0; i < w->nrun; i++) {
             const struct attn_run *r = &w->run[i];
-            const uint8_t *row = r->v;
+            const uint8_t *row = r->v + vofs;
             if (c0 == 0) /* the second half of the window's prefetch steps, one per 8 rows */
                 pf_step(pf, (r->n + 7) / 8);
-            for (unsigned j = 0; j < r->n; j++, row += rs, wj++) {
+            const uint8_t *end = row + r->n * rs; /* the loop runs on row alone */
+            KV_UNROLL(2)
+            for (; row < end; row += rs, wj++) {
                 KV_UNROLL(4)
                 for (unsigned cc = 0; cc < cw; cc += 16) {
                     __m256 lo, hi;
@@ -603,25 +636,25 @@ INLINE void win_softmax(float *s, unsigned n, const float *vsc, float *m, float 
 
 /* One block of hn heads of a window (kfmt/vfmt/D constant after inlining). */
 INLINE void win_block(int kfmt, int vfmt, unsigned D, unsigned hn, const struct attn_win *w,
-                      const float *q, float *m, float *lsum, float *acc, float *lg, size_t ld,
-                      const float *vsc, float *work, struct pf_cur *pf)
+                      size_t kofs, size_t vofs, const float *q, float *m, float *lsum, float *acc,
+                      float *lg, size_t ld, const float *vsc, float *work, struct pf_cur *pf)
 {
     float *s = work, *wt = work + 4 * WS;
-    win_logits(kfmt, D, hn, w, q, s, work + 9 * WS, pf);
+    win_logits(kfmt, D, hn, w, kofs, q, s, work + 9 * WS, pf);
     for (unsigned hh = 0; hh < hn; hh++) {
         if (lg)
             memcpy(lg + hh * ld, s + hh * WS, w->n * sizeof(float));
         win_softmax(s + hh * WS, w->n, vsc, &m[hh], &lsum[hh], acc + hh * D, D, wt + hh * WS);
     }
-    win_values(vfmt, D, hn, w, wt, acc, pf);
+    win_values(vfmt, D, hn, w, vofs, wt, acc, pf);
 }
 
 #ifdef KV_ASAN /* one copy per (format, D), hn at run time: see KV_UNROLL */
 #define WIN_BLOCKS(kf, vf, D)                                                                      \
     for (unsigned h0 = 0; h0 < g; h0 += 4) {                                                       \
         unsigned hn = g - h0 < 4 ? g - h0 : 4;                                                     \
-        win_block(kf, vf, D, hn, w, q + (size_t)h0 * D, m + h0, lsum + h0, acc + (size_t)h0 * D,   \
-                  lg ? lg + h0 * ld : NULL, ld, vsc, work, &pf);                                   \
+        win_block(kf, vf, D, hn, w, kofs, vofs, q + (size_t)h0 * D, m + h0, lsum + h0,             \
+                  acc + (size_t)h0 * D, lg ? lg + h0 * ld : NULL, ld, vsc, work, pf);              \
     }
 #else
 #define WIN_BLOCKS(kf, vf, D)                                                                      \
@@ -630,25 +663,29 @@ INLINE void win_block(int kfmt, int vfmt, unsigned D, unsigned hn, const struct 
         const float *qh = q + (size_t)h0 * D;                                                      \
         float *ah = acc + (size_t)h0 * D, *lh = lg ? lg + h0 * ld : NULL;                          \
         if (hn == 1)                                                                               \
-            win_block(kf, vf, D, 1, w, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work, &pf);         \
+            win_block(kf, vf, D, 1, w, kofs, vofs, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work,   \
+                      pf);                                                                         \
         else if (hn == 2)                                                                          \
-            win_block(kf, vf, D, 2, w, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work, &pf);         \
+            win_block(kf, vf, D, 2, w, kofs, vofs, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work,   \
+                      pf);                                                                         \
         else if (hn == 3)                                                                          \
-            win_block(kf, vf, D, 3, w, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work, &pf);         \
+            win_block(kf, vf, D, 3, w, kofs, vofs, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work,   \
+                      pf);                                                                         \
         else                                                                                       \
-            win_block(kf, vf, D, 4, w, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work, &pf);         \
+            win_block(kf, vf, D, 4, w, kofs, vofs, qh, m + h0, lsum + h0, ah, lh, ld, vsc, work,   \
+                      pf);                                                                         \
     }
 #endif
 
 /* vsc[0, n) = mul * the window's value scales, vsc[n, n8) = 0; returns the largest magnitude of
  * vsc. A NaN scale may hide others from the maximum (maxps returns its second operand when one is
  * NaN); it makes the outputs NaN on every route anyway. */
-INLINE float win_vscales(const struct attn_win *w, float mul, float *vsc)
+INLINE float win_vscales(const struct attn_win *w, size_t vofs, float mul, float *vsc)
 {
     __m256 vm = _mm256_set1_ps(mul), mx = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
     unsigned off = 0;
     for (unsigned i = 0; i < w->nrun; i++) {
-        const float *src = (const float *)w->run[i].vs; /* 4-aligned in the page */
+        const float *src = (const float *)(w->run[i].vs + vofs); /* 4-aligned in the page */
         unsigned j = 0, n = w->run[i].n;
         for (; j + 8 <= n; j += 8) {
             __m256 v = _mm256_mul_ps(_mm256_loadu_ps(src + j), vm);
@@ -668,32 +705,54 @@ INLINE float win_vscales(const struct attn_win *w, float mul, float *vsc)
     return _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
 }
 
-/* Instantiated per (key format = value format, D): mixed-format layouts take dot + axpy. */
-#define WIN_KERNEL(name, fmt)                                                                      \
-    static TGT void win_##name(const struct attn_win *w, const float *q, unsigned g, float *m,     \
-                               float *lsum, float *acc, float *lg, size_t ld, float *work)         \
+/* Prefetch steps of one KV head of a window: one per 8-token group of the logits, as many in the
+ * values' first channel slice. */
+INLINE unsigned win_groups(const struct attn_win *w)
+{
+    unsigned groups = 0;
+    for (unsigned i = 0; i < w->nrun; i++)
+        groups += (w->run[i].n + 7) / 8;
+    return 2 * groups;
+}
+
+/* Instantiated per (key format = value format, D): mixed-format layouts take dot + axpy.
+ * win1_<name>: KV head k of the window (q, m, lsum, acc, lg at its first query head);
+ * win_<name>: every KV head, with one prefetch cursor over the next window's bytes. */
+#define WIN_HEAD(name, fmt)                                                                        \
+    INLINE void win1_##name(const struct attn_win *w, unsigned k, const float *q, unsigned g,      \
+                            float *m, float *lsum, float *acc, float *lg, size_t ld, float *work,  \
+                            struct pf_cur *pf)                                                     \
     {                                                                                              \
+        size_t kofs = k * w->kstep, vofs = k * w->vstep;                                           \
         float *vsc = NULL;                                                                         \
-        struct pf_cur pf;                                                                          \
-        unsigned groups = 0; /* 8-token groups of win_logits: one prefetch step each */            \
-        for (unsigned i = 0; i < w->nrun; i++)                                                     \
-            groups += (w->run[i].n + 7) / 8;                                                       \
-        pf_init(&pf, w->pf, groups ? 2 * groups : 1);                                              \
         if (fmt != KV_FMT_F16 && fmt != KV_FMT_BF16) /* value scales of the window */              \
             vsc = work + 8 * WS;                                                                   \
         if (vsc && fmt != FMT_E4M3_F32) /* win_e4m3 has made those (times 2^120) already */        \
-            win_vscales(w, fmt == KV_FMT_FP8_E4M3 ? 256.0f : 1.0f, vsc);                           \
+            win_vscales(w, vofs, fmt == KV_FMT_FP8_E4M3 ? 256.0f : 1.0f, vsc);                     \
         if (w->d == 64) {                                                                          \
             WIN_BLOCKS(fmt, fmt, 64)                                                               \
         } else {                                                                                   \
             WIN_BLOCKS(fmt, fmt, 128)                                                              \
         }                                                                                          \
-        pf_step(&pf, ATTN_PF_MAX); /* whatever is left (8:1 and up step through it sooner) */      \
+    }
+#define WIN_KERNEL(name, fmt)                                                                      \
+    WIN_HEAD(name, fmt)                                                                            \
+    static TGT void win_##name(const struct attn_win *w, const float *q, unsigned g, float *m,     \
+                               float *lsum, float *acc, float *lg, size_t ld, float *work)         \
+    {                                                                                              \
+        struct pf_cur pf;                                                                          \
+        pf_init(&pf, w->pf, w->nkv *win_groups(w));                                                \
+        for (unsigned k = 0; k < w->nkv; k++) {                                                    \
+            size_t h = (size_t)k * g;                                                              \
+            win1_##name(w, k, q + h * w->d, g, m + h, lsum + h, acc + h * w->d,                    \
+                        lg ? lg + h * ld : NULL, ld, work, &pf);                                   \
+        }                                                                                          \
+        pf_rest(&pf); /* whatever is left (8:1 and up step through it sooner) */                   \
     }
 WIN_KERNEL(f16, KV_FMT_F16)
 WIN_KERNEL(bf16, KV_FMT_BF16)
-WIN_KERNEL(e4m3h, KV_FMT_FP8_E4M3)
-WIN_KERNEL(e4m3f, FMT_E4M3_F32)
+WIN_HEAD(e4m3h, KV_FMT_FP8_E4M3)
+WIN_HEAD(e4m3f, FMT_E4M3_F32)
 WIN_KERNEL(e5m2, KV_FMT_FP8_E5M2)
 WIN_KERNEL(int8, KV_FMT_INT8)
 
@@ -709,25 +768,34 @@ static TGT void win_e4m3(const struct attn_win *w, const float *q, unsigned g, f
 {
     size_t nq = (size_t)g * w->d;
     float *qs = work + WIN_QBUF;
-    int ok = nq <= WIN_QBUF;
-    if (ok) {
-        __m256 two64 = _mm256_set1_ps(0x1p64f), lim = _mm256_set1_ps(0x1p127f);
-        __m256 big = _mm256_setzero_ps(); /* lanes not below 2^127 (or NaN) */
-        for (size_t i = 0; i < nq; i += 8) {
-            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(q + i), two64);
-            _mm256_storeu_ps(qs + i, v);
-            big = _mm256_or_ps(
-                big, _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), v), lim, _CMP_NLT_UQ));
+    struct pf_cur pf;
+    pf_init(&pf, w->pf, w->nkv * win_groups(w));
+    for (unsigned k = 0; k < w->nkv; k++) {
+        size_t h = (size_t)k * g;
+        const float *qk = q + h * w->d;
+        int ok = nq <= WIN_QBUF;
+        if (ok) {
+            __m256 two64 = _mm256_set1_ps(0x1p64f), lim = _mm256_set1_ps(0x1p127f);
+            __m256 big = _mm256_setzero_ps(); /* lanes not below 2^127 (or NaN) */
+            for (size_t i = 0; i < nq; i += 8) {
+                __m256 v = _mm256_mul_ps(_mm256_loadu_ps(qk + i), two64);
+                _mm256_storeu_ps(qs + i, v);
+                big = _mm256_or_ps(big, _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), v),
+                                                      lim, _CMP_NLT_UQ));
+            }
+            /* the value weights' scales, made once here for win1_e4m3f: every scale < 2^7
+             * exactly when every scale * 2^120 < 2^127 (a power-of-two product is exact) */
+            ok = _mm256_movemask_ps(big) == 0 &&
+                 win_vscales(w, k * w->vstep, 0x1p120f, work + 8 * WS) < 0x1p127f &&
+                 !(_mm_getcsr() & 0x0040); /* DAZ would read subnormal codes as 0 */
         }
-        /* the value weights' scales, made once here for win_e4m3f: every scale < 2^7 exactly
-         * when every scale * 2^120 < 2^127 (a power-of-two product is exact) */
-        ok = _mm256_movemask_ps(big) == 0 && win_vscales(w, 0x1p120f, work + 8 * WS) < 0x1p127f &&
-             !(_mm_getcsr() & 0x0040); /* DAZ would read subnormal codes as 0 */
+        float *lk = lg ? lg + h * ld : NULL;
+        if (ok)
+            win1_e4m3f(w, k, qs, g, m + h, lsum + h, acc + h * w->d, lk, ld, work, &pf);
+        else
+            win1_e4m3h(w, k, qk, g, m + h, lsum + h, acc + h * w->d, lk, ld, work, &pf);
     }
-    if (ok)
-        win_e4m3f(w, qs, g, m, lsum, acc, lg, ld, work);
-    else
-        win_e4m3h(w, q, g, m, lsum, acc, lg, ld, work);
+    pf_rest(&pf);
 }
 
 static void avx2_win(const struct attn_win *w, const float *q, unsigned g, float *m, float *lsum,

@@ -272,30 +272,45 @@ static void piece_prefetch(const struct kv_attn_args *a, const struct geom *gm,
     }
 }
 
-/* Adds [lo, hi) to pf (lo rounded down to its 64-byte line). */
+/* Adds [lo, hi) to pf (lo rounded down to its 64-byte line), joined to the last range when the
+ * two meet (consecutive pages of a one-layer arena). */
 static void pf_add(struct attn_pf *pf, const uint8_t *lo, const uint8_t *hi)
 {
-    if (hi <= lo || pf->n == ATTN_PF_MAX)
+    if (hi <= lo)
         return;
     lo = (const uint8_t *)((uintptr_t)lo & ~(uintptr_t)63);
+    if (pf->n && lo <= pf->hi[pf->n - 1] && lo >= pf->lo[pf->n - 1]) {
+        const uint8_t *h0 = pf->hi[pf->n - 1];
+        if (hi > h0) {
+            pf->lines -= (unsigned)((h0 - pf->lo[pf->n - 1] + 63) / 64);
+            pf->hi[pf->n - 1] = hi;
+            pf->lines += (unsigned)((hi - pf->lo[pf->n - 1] + 63) / 64);
+        }
+        return;
+    }
+    if (pf->n == ATTN_PF_MAX)
+        return;
     pf->lo[pf->n] = lo;
     pf->hi[pf->n++] = hi;
     pf->lines += (unsigned)((hi - lo + 63) / 64);
 }
 
-/* pf = the K and V bytes (data, scales) of KV head h in the window's page pieces. */
+/* pf = the attended layer's bytes of the window's page pieces, every KV head: per piece one
+ * range from head 0's first K row to the last head's last V scale (for a piece of a whole page,
+ * the layer's region of the page; for part of a page it also takes the other tokens' rows in
+ * between, which are in the page all the same). */
 static void window_pf(const struct kv_attn_args *a, const struct geom *gm, const struct piece *pc,
-                      unsigned np, unsigned h, struct attn_pf *pf)
+                      unsigned np, struct attn_pf *pf)
 {
     pf->n = pf->lines = 0;
     for (unsigned i = 0; i < np && pc[i].span < a->n_blocks; i++) {
-        for (unsigned kind = 0; kind < 2; kind++) {
-            const uint8_t *seg = a->blocks[pc[i].span].page + geom_seg(gm, kind, h);
-            const uint8_t *d0 = seg + pc[i].t0 * gm->row[kind];
-            const uint8_t *s0 = seg + gm->so[kind] + pc[i].t0 * gm->sb[kind];
-            pf_add(pf, d0, d0 + pc[i].n * gm->row[kind]);
-            pf_add(pf, s0, s0 + pc[i].n * gm->sb[kind]);
-        }
+        const uint8_t *page = a->blocks[pc[i].span].page;
+        const uint8_t *lo = page + geom_seg(gm, 0, 0) + pc[i].t0 * gm->row[0];
+        const uint8_t *hi =
+            gm->sb[1]
+                ? page + geom_seg(gm, 1, gm->nkv - 1) + gm->so[1] + (pc[i].t0 + pc[i].n) * gm->sb[1]
+                : page + geom_seg(gm, 1, gm->nkv - 1) + (pc[i].t0 + pc[i].n) * gm->row[1];
+        pf_add(pf, lo, hi);
     }
 }
 
@@ -371,53 +386,54 @@ int kv_attn_decode(const struct kv_attn_args *a)
         const struct piece *pc = cw->pc, *next = nw->pc;
         unsigned np = cw->np, nnp = nw->np;
         cn = cw->cn;
-        int wfused = fused && pc[np - 1].span < a->n_blocks; /* no tail in the window */
-        for (unsigned k = 0; k < nkv; k++) {
-            const float *qk = qs + (size_t)k * g * d;
-            float *ak = acc + (size_t)k * g * d, *lgk = lg ? lg + (size_t)k * g * n_ctx : NULL;
-            struct attn_seg ks, vs;
-            if (wfused) {
-                window_pf(a, &gm, fw->pc, fw->np, k, pf);
-                struct attn_win w = {.run = runs,
-                                     .nrun = np,
-                                     .n = cn,
-                                     .kfmt = l->k_fmt,
-                                     .vfmt = l->v_fmt,
-                                     .d = d,
-                                     .pf = pf};
-                for (unsigned i = 0; i < np; i++) {
-                    const uint8_t *kseg = a->blocks[pc[i].span].page + geom_seg(&gm, 0, k);
-                    const uint8_t *vseg = a->blocks[pc[i].span].page + geom_seg(&gm, 1, k);
-                    runs[i] = (struct attn_run){.k = kseg + pc[i].t0 * gm.row[0],
-                                                .v = vseg + pc[i].t0 * gm.row[1],
-                                                .ks = kseg + gm.so[0] + 4 * (size_t)pc[i].t0,
-                                                .vs = vseg + gm.so[1] + 4 * (size_t)pc[i].t0,
-                                                .n = pc[i].n};
-                }
-                ops->win(&w, qk, g, m + k * g, lsum + k * g, ak, lgk ? lgk + pos : NULL, n_ctx,
-                         work);
-                continue;
-            }
-            for (unsigned i = np; i < nnp; i++) /* the next window has more pieces */
-                piece_prefetch(a, &gm, &next[i], k);
+        if (fused && pc[np - 1].span < a->n_blocks) { /* no tail in the window: fused */
+            window_pf(a, &gm, fw->pc, fw->np, pf);
             for (unsigned i = 0; i < np; i++) {
-                if (i < nnp)
+                const uint8_t *kseg = a->blocks[pc[i].span].page + geom_seg(&gm, 0, 0);
+                const uint8_t *vseg = a->blocks[pc[i].span].page + geom_seg(&gm, 1, 0);
+                runs[i] = (struct attn_run){.k = kseg + pc[i].t0 * gm.row[0],
+                                            .v = vseg + pc[i].t0 * gm.row[1],
+                                            .ks = kseg + gm.so[0] + 4 * (size_t)pc[i].t0,
+                                            .vs = vseg + gm.so[1] + 4 * (size_t)pc[i].t0,
+                                            .n = pc[i].n};
+            }
+            struct attn_win w = {.run = runs,
+                                 .nrun = np,
+                                 .n = cn,
+                                 .kfmt = l->k_fmt,
+                                 .vfmt = l->v_fmt,
+                                 .d = d,
+                                 .nkv = nkv,
+                                 .kstep = gm.seg[0],
+                                 .vstep = gm.seg[1],
+                                 .pf = pf};
+            ops->win(&w, qs, g, m, lsum, acc, lg ? lg + pos : NULL, n_ctx, work);
+        } else { /* per KV head: dot, softmax, axpy */
+            for (unsigned k = 0; k < nkv; k++) {
+                const float *qk = qs + (size_t)k * g * d;
+                float *ak = acc + (size_t)k * g * d, *lgk = lg ? lg + (size_t)k * g * n_ctx : NULL;
+                struct attn_seg ks, vs;
+                for (unsigned i = np; i < nnp; i++) /* the next window has more pieces */
                     piece_prefetch(a, &gm, &next[i], k);
-                span_seg(a, &gm, pc[i].span, k, KV_KIND_K, &ks);
+                for (unsigned i = 0; i < np; i++) {
+                    if (i < nnp)
+                        piece_prefetch(a, &gm, &next[i], k);
+                    span_seg(a, &gm, pc[i].span, k, KV_KIND_K, &ks);
+                    if (lgk)
+                        ops->dot(&ks, pc[i].t0, pc[i].n, qk, g, lgk + pos + pc[i].off, n_ctx, work);
+                    else
+                        ops->dot(&ks, pc[i].t0, pc[i].n, qk, g, p + pc[i].off, ATTN_CHUNK, work);
+                }
                 if (lgk)
-                    ops->dot(&ks, pc[i].t0, pc[i].n, qk, g, lgk + pos + pc[i].off, n_ctx, work);
-                else
-                    ops->dot(&ks, pc[i].t0, pc[i].n, qk, g, p + pc[i].off, ATTN_CHUNK, work);
-            }
-            if (lgk)
+                    for (unsigned h = 0; h < g; h++)
+                        memcpy(p + h * ATTN_CHUNK, lgk + h * n_ctx + pos, cn * sizeof(float));
                 for (unsigned h = 0; h < g; h++)
-                    memcpy(p + h * ATTN_CHUNK, lgk + h * n_ctx + pos, cn * sizeof(float));
-            for (unsigned h = 0; h < g; h++)
-                softmax_step(ops, p + h * ATTN_CHUNK, cn, &m[k * g + h], &lsum[k * g + h],
-                             ak + (size_t)h * d, d);
-            for (unsigned i = 0; i < np; i++) {
-                span_seg(a, &gm, pc[i].span, k, KV_KIND_V, &vs);
-                ops->axpy(&vs, pc[i].t0, pc[i].n, p + pc[i].off, ATTN_CHUNK, g, ak, work);
+                    softmax_step(ops, p + h * ATTN_CHUNK, cn, &m[k * g + h], &lsum[k * g + h],
+                                 ak + (size_t)h * d, d);
+                for (unsigned i = 0; i < np; i++) {
+                    span_seg(a, &gm, pc[i].span, k, KV_KIND_V, &vs);
+                    ops->axpy(&vs, pc[i].t0, pc[i].n, p + pc[i].off, ATTN_CHUNK, g, ak, work);
+                }
             }
         }
         cw->np = window_next(a, &span, &t_in, cw->pc, &cw->cn); /* window wi + ATTN_RING */

@@ -47,37 +47,44 @@ typedef void (*attn_axpy_fn)(const struct attn_seg *s, unsigned t0, unsigned n, 
 /* x[i] = exp(x[i] - m) for i < n; returns the sum of the new x[i] (float accumulation). */
 typedef float (*attn_expsum_fn)(float *x, unsigned n, float m);
 
-/* Consecutive tokens of one page in a decode window, for one KV head. */
+/* Consecutive tokens of one page in a decode window, at KV head 0 (head k's bytes lie k * kstep
+ * (K) and k * vstep (V) further on: see attn_win). */
 struct attn_run {
     const uint8_t *k, *v;   /* K and V rows of the run's first token */
     const uint8_t *ks, *vs; /* their per-token scales (FP8, INT8); unused for F16/BF16 */
     unsigned n;             /* tokens, >= 1 */
 };
 
-/* Byte ranges to prefetch while a window is computed (the next window's segment bytes): the
- * kernel spreads the line prefetches over its work, so that loads stay in flight while it
- * computes instead of stalling it on full miss buffers. */
-#define ATTN_PF_MAX (4 * ATTN_CHUNK) /* K, V data and scales of up to ATTN_CHUNK pieces */
+/* Byte ranges to prefetch while a window is computed (the next window's bytes): the kernel
+ * spreads the line prefetches over its work, so that loads stay in flight while it computes
+ * instead of stalling it on full miss buffers. One range per page: the attended layer's K and V
+ * segments of every KV head lie together in a page (kv_format.h), so the next window is read in
+ * address order. */
+#define ATTN_PF_MAX ATTN_CHUNK /* one range per page of a window */
 struct attn_pf {
     const uint8_t *lo[ATTN_PF_MAX], *hi[ATTN_PF_MAX]; /* [lo, hi), lo 64-byte aligned */
     unsigned n;                                       /* ranges */
     unsigned lines;                                   /* 64-byte lines in all */
 };
 
-/* A decode window of one KV head: runs of page tokens, n <= ATTN_CHUNK in all. */
+/* A decode window of every KV head: runs of page tokens, n <= ATTN_CHUNK in all. */
 struct attn_win {
-    const struct attn_run *run;
+    const struct attn_run *run; /* at KV head 0 */
     unsigned nrun, n;
     int kfmt, vfmt;           /* page formats (never a tail pseudo-format) */
     unsigned d;               /* head_dim */
+    unsigned nkv;             /* KV heads */
+    size_t kstep, vstep;      /* bytes from one KV head's K (V) segment to the next one's */
     const struct attn_pf *pf; /* prefetched during the window; NULL: none */
 };
 
 /*
- * win: one decode window of one KV head for its g query heads, fused: logits of q [g][d]
- * (pre-scaled), the online-softmax update of m[g], lsum[g], acc[g][d] (invariant 2 of
- * attn_cpu.c, same state as dot + expsum + axpy keep), then the weighted sum of the values. When
- * lg is set the raw logits are also stored at lg[h * ld + j]. work: ATTN_CHUNK * d floats.
+ * win: one decode window of all nkv KV heads, each for its g query heads, fused: logits of q
+ * [nkv * g][d] (pre-scaled), the online-softmax update of m, lsum [nkv * g], acc [nkv * g][d]
+ * (invariant 2 of attn_cpu.c, same state as dot + expsum + axpy keep), then the weighted sum of
+ * the values. When lg is set the raw logits are also stored at lg[h * ld + j] (h < nkv * g).
+ * work: ATTN_CHUNK * d floats. One call per window, not per KV head: the call's bookkeeping
+ * (runs, prefetch ranges) is paid once for all heads.
  * win_ok: whether win handles pages of this layout. Both NULL in tiers without a fused kernel.
  */
 typedef void (*attn_win_fn)(const struct attn_win *w, const float *q, unsigned g, float *m,
