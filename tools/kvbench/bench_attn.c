@@ -16,8 +16,11 @@
  * Pages sit at their real stride (all layers), so one layer's slices are scattered as in the arena.
  *
  *   kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] [--reps R] [--ctx N]...
- *                [--fmt NAME (with F16)] [--prefill NQ] [--tier scalar|avx2] [--ratio 3|1]
+ *                [--fmt NAME (with F16)] [--prefill NQ] [--tier scalar|avx2] [--ratio 3|1] [--huge]
  * --prefill NQ also times one causal prefill of NQ queries against NQ decode calls.
+ * --huge maps the pages and the streaming buffer with MADV_HUGEPAGE (2 MiB pages where the host
+ * grants them; the header says how much it did): what a 2 MiB-page arena would buy. kvd's arena is
+ * a memfd, which takes 2 MiB pages only where the host enables shmem THP or reserves hugetlb pages.
  */
 #include <errno.h>
 #include <immintrin.h>
@@ -37,7 +40,46 @@ struct opts {
     unsigned page_tokens, batch_ms, reps, n_ctx, ctx[8], layers, prefill;
     unsigned only_g; /* 0: 3:1 and 1:1; else only this ratio (3 or 1), for profiling */
     int only_fmt;    /* 0: every format */
+    int huge;        /* --huge: pages and the streaming buffer asked for 2 MiB pages */
 };
+
+/* Maps n bytes of private anonymous memory; with huge, asks for transparent 2 MiB pages. A
+ * PROT_NONE guard page after the bytes keeps the kernel from merging the mapping with the next
+ * one, so that huge_kb reports this one alone. */
+static void *map_anon(size_t n, int huge)
+{
+    uint8_t *p = mmap(NULL, n + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    (void)mprotect(p + n, 4096, PROT_NONE);
+    if (huge)
+        (void)madvise(p, n, MADV_HUGEPAGE);
+    return p;
+}
+
+static void unmap_anon(void *p, size_t n)
+{
+    munmap(p, n + 4096);
+}
+
+/* kB of the mapping at addr that the kernel backs with huge pages (AnonHugePages in smaps). */
+static long huge_kb(const void *addr)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char ln[256];
+    long kb = -1;
+    int in = 0;
+    while (f && fgets(ln, sizeof ln, f)) {
+        unsigned long lo, hi;
+        if (sscanf(ln, "%lx-%lx ", &lo, &hi) == 2 && strchr(ln, '-') < strchr(ln, ' '))
+            in = lo == (unsigned long)addr;
+        else if (in && sscanf(ln, "AnonHugePages: %ld kB", &kb) == 1)
+            break;
+    }
+    if (f)
+        fclose(f);
+    return kb;
+}
 
 static double now_s(void)
 {
@@ -125,11 +167,9 @@ static int build(struct ctxpages *c, int fmt, unsigned n_ctx, const struct opts 
     c->layer = o->layers / 2;
     c->nblk = (n_ctx + T - 1) / T;
     c->map_bytes = c->nblk * pb;
-    c->pages = mmap(NULL, c->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (c->pages == MAP_FAILED) {
-        c->pages = NULL;
+    c->pages = map_anon(c->map_bytes, o->huge);
+    if (!c->pages)
         return -ENOMEM;
-    }
     c->bt = calloc(c->nblk, sizeof(*c->bt));
     float *src = malloc((size_t)T * 3 * 64 * sizeof(float));
     uint8_t *one = aligned_alloc(64, pb1);
@@ -170,7 +210,7 @@ static int build(struct ctxpages *c, int fmt, unsigned n_ctx, const struct opts 
 static void unbuild(struct ctxpages *c)
 {
     if (c->pages)
-        munmap(c->pages, c->map_bytes);
+        unmap_anon(c->pages, c->map_bytes);
     free(c->bt);
 }
 
@@ -222,31 +262,31 @@ static double time_decode(const struct opts *o, struct ctxpages *c, unsigned nqh
 /*
  * The kernel's own memory floor: a plain read of exactly the segments one decode call reads (K and
  * V of the attended layer, data and scales, every KV head), in the kernel's order (windows of 64
- * tokens, KV head by KV head) and with its prefetch of the next window, and no arithmetic. The
- * pages' layout (one page holds all layers of its tokens, so one layer is 1-2 KiB pieces at the
- * page stride) caps this below the streaming read; xread says how close the kernel comes to it.
+ * tokens; per window KV head by KV head, its keys then its values) and with its prefetch of the
+ * next window (each page's layer region in address order), and no arithmetic. The pages' layout
+ * (one page holds all layers of its tokens, so one layer is a 6.5 KiB (FP8) or 12.5 KiB (F16)
+ * region per 16-token page at the page stride) caps this below the streaming read; xread says how
+ * close the kernel comes to it.
  */
 __attribute__((target("avx2"))) static void read_segments(const struct ctxpages *c)
 {
     const struct kv_layout *l = &c->l;
-    unsigned per_win = 64 / l->page_tokens ? 64 / l->page_tokens : 1;
+    unsigned per_win = 64 / l->page_tokens ? 64 / l->page_tokens : 1, nkv = l->n_kv_heads;
     size_t sb[2] = {kv_seg_bytes(l->k_fmt, l), kv_seg_bytes(l->v_fmt, l)};
+    size_t region = nkv * (sb[0] + sb[1]), off = kv_seg_offset(l, c->layer, KV_KIND_K, 0);
     __m256i acc = _mm256_setzero_si256();
-    for (unsigned b0 = 0; b0 < c->nblk; b0 += per_win)
-        for (unsigned h = 0; h < l->n_kv_heads; h++) {
-            for (unsigned b = b0 + per_win; b < b0 + 2 * per_win && b < c->nblk; b++)
-                for (unsigned kind = 0; kind < 2; kind++) {
-                    const uint8_t *s = c->bt[b].page + kv_seg_offset(l, c->layer, kind, h);
-                    for (size_t i = 0; i < sb[kind]; i += 64)
-                        _mm_prefetch((const char *)s + i, _MM_HINT_T1);
-                }
-            for (unsigned b = b0; b < b0 + per_win && b < c->nblk; b++)
-                for (unsigned kind = 0; kind < 2; kind++) {
+    for (unsigned b0 = 0; b0 < c->nblk; b0 += per_win) {
+        for (unsigned b = b0 + per_win; b < b0 + 2 * per_win && b < c->nblk; b++)
+            for (size_t i = 0; i < region; i += 64)
+                _mm_prefetch((const char *)c->bt[b].page + off + i, _MM_HINT_T1);
+        for (unsigned h = 0; h < nkv; h++)
+            for (unsigned kind = 0; kind < 2; kind++)
+                for (unsigned b = b0; b < b0 + per_win && b < c->nblk; b++) {
                     const uint8_t *s = c->bt[b].page + kv_seg_offset(l, c->layer, kind, h);
                     for (size_t i = 0; i + 32 <= sb[kind]; i += 32)
                         acc = _mm256_or_si256(acc, _mm256_loadu_si256((const __m256i *)(s + i)));
                 }
-        }
+    }
     g_sink += _mm256_extract_epi32(acc, 0);
 }
 
@@ -368,6 +408,8 @@ int main(int argc, char **argv)
             o.only_fmt = kv_fmt_parse(argv[++i]);
         else if (!strcmp(argv[i], "--ratio") && i + 1 < argc)
             o.only_g = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--huge"))
+            o.huge = 1;
         else if (!strcmp(argv[i], "--layers") && i + 1 < argc)
             o.layers = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
@@ -385,7 +427,7 @@ int main(int argc, char **argv)
             fprintf(stderr,
                     "usage: kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] "
                     "[--reps R] [--ctx N]... [--fmt NAME] [--prefill NQ] [--tier scalar|avx2] "
-                    "[--ratio 3|1]\n");
+                    "[--ratio 3|1] [--huge]\n");
             return 2;
         }
     }
@@ -409,7 +451,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    g_stream = aligned_alloc(64, STREAM_BYTES);
+    g_stream = map_anon(STREAM_BYTES, o.huge);
     if (!g_stream) {
         fprintf(stderr, "kvbench-attn: no memory for the streaming read\n");
         return 1;
@@ -424,6 +466,8 @@ int main(int argc, char **argv)
     printf("%-9s %6s %5s %10s %9s %8s %8s %7s %6s  %s\n", "format", "ctx", "q:kv", "us/call",
            "Mtok/s", "GB/s", "xF16", "xstream", "xread", "(quartiles: xF16, xstream, xread)");
 
+    long huge_pages_kb = 0;
+    size_t huge_pages_mb = 0;
     int fmts[] = {KV_FMT_F16,  KV_FMT_BF16, KV_FMT_FP8_E4M3, KV_FMT_FP8_E5M2,
                   KV_FMT_INT8, KV_FMT_INT4, KV_FMT_KIVI4,    KV_FMT_KIVI2};
     for (unsigned ci = 0; ci < o.n_ctx; ci++) {
@@ -433,6 +477,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "kvbench-attn: cannot build f16 pages\n");
             unbuild(&c16);
             return 1;
+        }
+        if (ci == 0) { /* for the --huge line at the end */
+            huge_pages_kb = huge_kb(c16.pages);
+            huge_pages_mb = c16.map_bytes >> 20;
         }
         for (unsigned fi = 0; fi < sizeof(fmts) / sizeof(fmts[0]); fi++) {
             struct ctxpages c;
@@ -476,6 +524,11 @@ int main(int argc, char **argv)
         printf("\n");
     }
     printf("streaming read again at the end: %.1f GB/s\n", stream_read_gbs(&o));
-    free(g_stream);
+    if (o.huge)
+        printf(
+            "--huge: 2 MiB pages backed %ld of the %zu MiB of the first context's F16 pages, %ld "
+            "of the %u MiB streaming buffer\n",
+            huge_pages_kb / 1024, huge_pages_mb, huge_kb(g_stream) / 1024, STREAM_BYTES >> 20);
+    unmap_anon(g_stream, STREAM_BYTES);
     return 0;
 }
