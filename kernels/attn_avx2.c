@@ -408,60 +408,64 @@ SIMPLE_KERNELS(tf16, ATTN_TAIL_F16)
  * 0.92-0.97 at FP8 1:1). */
 struct pf_cur {
     const struct attn_pf *pf;
-    unsigned r, k;        /* current range, lines per step */
-    const uint8_t *p, *e; /* next line, end of the current range */
+    unsigned r;           /* current range */
+    unsigned rate, due;   /* lines per step and lines owed, both in 1/256 lines */
+    const uint8_t *p, *e; /* next line, end of the current range; p NULL: done */
 };
 
+/* Spreads pf's lines evenly over `steps` steps: each step owes rate lines and issues whole groups
+ * of 4 of what is owed (an even pace matters: 4-line groups rounded up per step finished the
+ * prefetches early in the window and lost ~15% at 1:1). */
 INLINE void pf_init(struct pf_cur *c, const struct attn_pf *pf, unsigned steps)
 {
     c->pf = pf;
     c->r = 0;
-    c->k = pf && pf->n ? (pf->lines + steps - 1) / steps : 0;
-    c->p = c->k ? pf->lo[0] : NULL;
-    c->e = c->k ? pf->hi[0] : NULL;
+    c->due = 0;
+    c->rate = pf && pf->n ? (unsigned)(((uint64_t)pf->lines << 8) / steps) + 1 : 0;
+    c->p = c->rate ? pf->lo[0] : NULL;
+    c->e = c->rate ? pf->hi[0] : NULL;
 }
 
-/* Issues the next n line prefetches (fewer when the ranges run out), four per loop trip. */
-INLINE void pf_lines(struct pf_cur *c, unsigned n)
+/* Issues the next n groups of 4 line prefetches. A group may run up to 3 lines past the end of
+ * its range (prefetches never fault; the lines are the page's next bytes): checking every line
+ * cost twice the instructions of the prefetches themselves. */
+INLINE void pf_quads(struct pf_cur *c, unsigned n)
 {
     const uint8_t *p = c->p, *e = c->e;
-    while (n) {
+    for (; n; n--, p += 256) {
         if (p >= e) {
             if (++c->r >= c->pf->n) {
-                c->k = 0;
+                p = NULL;
                 break;
             }
             p = c->pf->lo[c->r];
             e = c->pf->hi[c->r];
         }
-        unsigned t = (unsigned)((e - p + 63) / 64);
-        t = t < n ? t : n;
-        n -= t;
-        for (; t >= 4; t -= 4, p += 256) {
-            _mm_prefetch((const char *)p, _MM_HINT_T1);
-            _mm_prefetch((const char *)p + 64, _MM_HINT_T1);
-            _mm_prefetch((const char *)p + 128, _MM_HINT_T1);
-            _mm_prefetch((const char *)p + 192, _MM_HINT_T1);
-        }
-        for (; t; t--, p += 64)
-            _mm_prefetch((const char *)p, _MM_HINT_T1);
+        _mm_prefetch((const char *)p, _MM_HINT_T1);
+        _mm_prefetch((const char *)p + 64, _MM_HINT_T1);
+        _mm_prefetch((const char *)p + 128, _MM_HINT_T1);
+        _mm_prefetch((const char *)p + 192, _MM_HINT_T1);
     }
     c->p = p;
     c->e = e;
 }
 
-/* Issues the next m steps' line prefetches. */
-INLINE void pf_step(struct pf_cur *c, unsigned m)
+/* One step of the window's work done: issues the 4-line groups owed so far. */
+INLINE void pf_step(struct pf_cur *c)
 {
-    if (c->k)
-        pf_lines(c, m * c->k);
+    if (!c->p)
+        return;
+    c->due += c->rate;
+    unsigned n = c->due >> 10; /* whole groups of 4 lines */
+    c->due -= n << 10;
+    pf_quads(c, n);
 }
 
 /* Issues whatever is left. */
 INLINE void pf_rest(struct pf_cur *c)
 {
-    if (c->k)
-        pf_lines(c, c->pf->lines);
+    if (c->p)
+        pf_quads(c, c->pf->lines);
 }
 
 /* One key row against hn heads: part[hh * 64] gets head hh's 8 partial sums (see win_dot8). */
@@ -538,7 +542,7 @@ INLINE void win_logits(int fmt, unsigned D, unsigned hn, const struct attn_win *
         for (unsigned j0 = 0; j0 < r->n; j0 += 8) {
             unsigned jn = r->n - j0 < 8 ? r->n - j0 : 8;
             __m256 x[4];
-            pf_step(pf, 1);
+            pf_step(pf);
             win_dot8(fmt, D, hn, r->k + kofs + j0 * rs, rs, jn, q, part, x);
             __m256 sc = win_scale8(fmt, r->ks + kofs + 4 * (size_t)j0, jn, mul);
             KV_UNROLL(4)
@@ -548,6 +552,23 @@ INLINE void win_logits(int fmt, unsigned D, unsigned hn, const struct attn_win *
                     _mm256_mul_ps(fmt == FMT_E4M3_F32 ? _mm256_mul_ps(x[hh], undo) : x[hh], sc));
         }
         off += r->n;
+    }
+}
+
+/* a[hh][] += wt[hh * WS] * decode(row)[c0, c0 + cw) for hn heads. */
+INLINE void val_row(int fmt, unsigned hn, unsigned cw, unsigned c0, const uint8_t *row,
+                    const float *wt, __m256 a[4][8])
+{
+    KV_UNROLL(4)
+    for (unsigned cc = 0; cc < cw; cc += 16) {
+        __m256 lo, hi;
+        load16(fmt, row, c0 + cc, &lo, &hi);
+        KV_UNROLL(4)
+        for (unsigned hh = 0; hh < hn; hh++) {
+            __m256 b = _mm256_broadcast_ss(wt + hh * WS);
+            a[hh][cc / 8] = _mm256_fmadd_ps(b, lo, a[hh][cc / 8]);
+            a[hh][cc / 8 + 1] = _mm256_fmadd_ps(b, hi, a[hh][cc / 8 + 1]);
+        }
     }
 }
 
@@ -569,23 +590,20 @@ INLINE void win_values(int fmt, unsigned D, unsigned hn, const struct attn_win *
         for (unsigned i = 0; i < w->nrun; i++) {
             const struct attn_run *r = &w->run[i];
             const uint8_t *row = r->v + vofs;
-            if (c0 == 0) /* the second half of the window's prefetch steps, one per 8 rows */
-                pf_step(pf, (r->n + 7) / 8);
-            const uint8_t *end = row + r->n * rs; /* the loop runs on row alone */
-            KV_UNROLL(2)
-            for (; row < end; row += rs, wj++) {
-                KV_UNROLL(4)
-                for (unsigned cc = 0; cc < cw; cc += 16) {
-                    __m256 lo, hi;
-                    load16(fmt, row, c0 + cc, &lo, &hi);
-                    KV_UNROLL(4)
-                    for (unsigned hh = 0; hh < hn; hh++) {
-                        __m256 b = _mm256_broadcast_ss(wj + hh * WS);
-                        a[hh][cc / 8] = _mm256_fmadd_ps(b, lo, a[hh][cc / 8]);
-                        a[hh][cc / 8 + 1] = _mm256_fmadd_ps(b, hi, a[hh][cc / 8 + 1]);
-                    }
+            const uint8_t *end = row + r->n * rs; /* the loops run on row alone */
+            if (c0 == 0) { /* the second half of the window's prefetch steps, per 8 rows */
+                for (; (size_t)(end - row) >= 8 * rs; row += 8 * rs, wj += 8) {
+                    pf_step(pf);
+                    KV_UNROLL(8) /* row addresses are constant offsets */
+                    for (unsigned t = 0; t < 8; t++)
+                        val_row(fmt, hn, cw, c0, row + t * rs, wj + t, a);
                 }
+                if (row < end)
+                    pf_step(pf);
             }
+            KV_UNROLL(2)
+            for (; row < end; row += rs, wj++)
+                val_row(fmt, hn, cw, c0, row, wj, a);
         }
         KV_UNROLL(4)
         for (unsigned hh = 0; hh < hn; hh++)
@@ -741,7 +759,7 @@ INLINE unsigned win_groups(const struct attn_win *w)
                                float *lsum, float *acc, float *lg, size_t ld, float *work)         \
     {                                                                                              \
         struct pf_cur pf;                                                                          \
-        pf_init(&pf, w->pf, w->nkv *win_groups(w));                                                \
+        pf_init(&pf, w->pf, win_groups(w) * w->nkv);                                               \
         for (unsigned k = 0; k < w->nkv; k++) {                                                    \
             size_t h = (size_t)k * g;                                                              \
             win1_##name(w, k, q + h * w->d, g, m + h, lsum + h, acc + h * w->d,                    \
@@ -769,7 +787,7 @@ static TGT void win_e4m3(const struct attn_win *w, const float *q, unsigned g, f
     size_t nq = (size_t)g * w->d;
     float *qs = work + WIN_QBUF;
     struct pf_cur pf;
-    pf_init(&pf, w->pf, w->nkv * win_groups(w));
+    pf_init(&pf, w->pf, win_groups(w) * w->nkv);
     for (unsigned k = 0; k < w->nkv; k++) {
         size_t h = (size_t)k * g;
         const float *qk = q + h * w->d;

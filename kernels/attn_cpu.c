@@ -295,22 +295,31 @@ static void pf_add(struct attn_pf *pf, const uint8_t *lo, const uint8_t *hi)
     pf->lines += (unsigned)((hi - lo + 63) / 64);
 }
 
-/* pf = the attended layer's bytes of the window's page pieces, every KV head: per piece one
- * range from head 0's first K row to the last head's last V scale (for a piece of a whole page,
- * the layer's region of the page; for part of a page it also takes the other tokens' rows in
- * between, which are in the page all the same). */
+/* pf = the attended layer's bytes of the window's page pieces, every KV head. A piece of at least
+ * half its page's tokens takes one range, from head 0's first K row to the last head's last V
+ * scale (the layer's region of the page, or nearly: the other tokens' rows in between come along
+ * and stay few); a shorter piece (the pages of a token-evicted variant may hold a few tokens)
+ * takes its rows and scales head by head, so that it fetches what it reads. */
 static void window_pf(const struct kv_attn_args *a, const struct geom *gm, const struct piece *pc,
                       unsigned np, struct attn_pf *pf)
 {
     pf->n = pf->lines = 0;
     for (unsigned i = 0; i < np && pc[i].span < a->n_blocks; i++) {
         const uint8_t *page = a->blocks[pc[i].span].page;
-        const uint8_t *lo = page + geom_seg(gm, 0, 0) + pc[i].t0 * gm->row[0];
-        const uint8_t *hi =
-            gm->sb[1]
-                ? page + geom_seg(gm, 1, gm->nkv - 1) + gm->so[1] + (pc[i].t0 + pc[i].n) * gm->sb[1]
-                : page + geom_seg(gm, 1, gm->nkv - 1) + (pc[i].t0 + pc[i].n) * gm->row[1];
-        pf_add(pf, lo, hi);
+        size_t t0 = pc[i].t0, t1 = t0 + pc[i].n;
+        if (2 * pc[i].n >= a->layout->page_tokens) {
+            const uint8_t *last = page + geom_seg(gm, 1, gm->nkv - 1);
+            pf_add(pf, page + geom_seg(gm, 0, 0) + t0 * gm->row[0],
+                   gm->sb[1] ? last + gm->so[1] + t1 * gm->sb[1] : last + t1 * gm->row[1]);
+            continue;
+        }
+        for (unsigned h = 0; h < gm->nkv; h++)
+            for (unsigned kind = 0; kind < 2; kind++) {
+                const uint8_t *seg = page + geom_seg(gm, kind, h);
+                pf_add(pf, seg + t0 * gm->row[kind], seg + t1 * gm->row[kind]);
+                pf_add(pf, seg + gm->so[kind] + t0 * gm->sb[kind],
+                       seg + gm->so[kind] + t1 * gm->sb[kind]);
+            }
     }
 }
 

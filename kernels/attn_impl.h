@@ -57,10 +57,10 @@ struct attn_run {
 
 /* Byte ranges to prefetch while a window is computed (the next window's bytes): the kernel
  * spreads the line prefetches over its work, so that loads stay in flight while it computes
- * instead of stalling it on full miss buffers. One range per page: the attended layer's K and V
- * segments of every KV head lie together in a page (kv_format.h), so the next window is read in
- * address order. */
-#define ATTN_PF_MAX ATTN_CHUNK /* one range per page of a window */
+ * instead of stalling it on full miss buffers. Mostly one range per page: the attended layer's K
+ * and V segments of every KV head lie together in a page (kv_format.h), so the next window is
+ * read in address order (see window_pf in attn_cpu.c). */
+#define ATTN_PF_MAX (4 * ATTN_CHUNK) /* past this, the rest of a window is not prefetched */
 struct attn_pf {
     const uint8_t *lo[ATTN_PF_MAX], *hi[ATTN_PF_MAX]; /* [lo, hi), lo 64-byte aligned */
     unsigned n;                                       /* ranges */

@@ -263,7 +263,8 @@ static double time_decode(const struct opts *o, struct ctxpages *c, unsigned nqh
  * The kernel's own memory floor: a plain read of exactly the segments one decode call reads (K and
  * V of the attended layer, data and scales, every KV head), in the kernel's order (windows of 64
  * tokens; per window KV head by KV head, its keys then its values) and with its prefetch of the
- * next window (each page's layer region in address order), and no arithmetic. The pages' layout
+ * next window (each page's layer region in address order, spread evenly over the window's 8-row
+ * groups), and no arithmetic. The pages' layout
  * (one page holds all layers of its tokens, so one layer is a 6.5 KiB (FP8) or 12.5 KiB (F16)
  * region per 16-token page at the page stride) caps this below the streaming read; xread says how
  * close the kernel comes to it.
@@ -272,19 +273,30 @@ __attribute__((target("avx2"))) static void read_segments(const struct ctxpages 
 {
     const struct kv_layout *l = &c->l;
     unsigned per_win = 64 / l->page_tokens ? 64 / l->page_tokens : 1, nkv = l->n_kv_heads;
+    unsigned groups = l->page_tokens / 8; /* 8-row groups of a segment */
     size_t sb[2] = {kv_seg_bytes(l->k_fmt, l), kv_seg_bytes(l->v_fmt, l)};
     size_t region = nkv * (sb[0] + sb[1]), off = kv_seg_offset(l, c->layer, KV_KIND_K, 0);
+    /* the next window's lines, evenly over the window's steps (one per 8-row group read) */
+    size_t lines = per_win * ((region + 63) / 64), steps = (size_t)nkv * 2 * per_win * groups;
     __m256i acc = _mm256_setzero_si256();
     for (unsigned b0 = 0; b0 < c->nblk; b0 += per_win) {
-        for (unsigned b = b0 + per_win; b < b0 + 2 * per_win && b < c->nblk; b++)
-            for (size_t i = 0; i < region; i += 64)
-                _mm_prefetch((const char *)c->bt[b].page + off + i, _MM_HINT_T1);
+        unsigned pb = b0 + per_win, pe = b0 + 2 * per_win < c->nblk ? b0 + 2 * per_win : c->nblk;
+        size_t pi = 0, due = 0; /* next line of the next window's regions; lines owed x steps */
         for (unsigned h = 0; h < nkv; h++)
             for (unsigned kind = 0; kind < 2; kind++)
                 for (unsigned b = b0; b < b0 + per_win && b < c->nblk; b++) {
                     const uint8_t *s = c->bt[b].page + kv_seg_offset(l, c->layer, kind, h);
-                    for (size_t i = 0; i + 32 <= sb[kind]; i += 32)
-                        acc = _mm256_or_si256(acc, _mm256_loadu_si256((const __m256i *)(s + i)));
+                    for (unsigned g = 0; g < groups; g++) {
+                        for (due += lines; due >= steps && pb < pe; due -= steps) {
+                            _mm_prefetch((const char *)c->bt[pb].page + off + pi, _MM_HINT_T1);
+                            if ((pi += 64) >= region)
+                                pi = 0, pb++;
+                        }
+                        size_t g0 = sb[kind] * g / groups, g1 = sb[kind] * (g + 1) / groups;
+                        for (size_t i = g0 & ~(size_t)31; i + 32 <= g1; i += 32)
+                            acc =
+                                _mm256_or_si256(acc, _mm256_loadu_si256((const __m256i *)(s + i)));
+                    }
                 }
     }
     g_sink += _mm256_extract_epi32(acc, 0);
