@@ -1,8 +1,11 @@
 /*
  * bench_attn.c - kvbench-attn: decode attention over quantized pages, tokens/s and effective GB/s
  * per format at 1k, 8k and 32k context, at the reference model's geometry (3 KV heads of 64
- * channels, 3 query heads per KV head, 16-token pages of 30 layers) and at 1:1, beside F16 and
- * beside the streaming-read bandwidth measured in the same run (single thread, like the kernel).
+ * channels, 3 query heads per KV head, pages of 30 layers) and at 1:1, beside F16 and beside the
+ * streaming-read bandwidth measured in the same run (single thread, like the kernel), for 16-token
+ * pages and for 64-token pages (--page-tokens, repeatable, picks others): a page holds all layers
+ * of its tokens, so the page size sets how long each layer's slice of a page is, which is what
+ * bounds the read at 1:1 (docs/BENCHMARKS.md).
  *
  * Effective bytes = the segment bytes the call must read for one layer: K and V data plus their
  * scales, for every KV head and context token (tails excluded: the context is whole pages).
@@ -15,7 +18,7 @@
  *
  * Pages sit at their real stride (all layers), so one layer's slices are scattered as in the arena.
  *
- *   kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] [--reps R] [--ctx N]...
+ *   kvbench-attn [--page-tokens N]... [--layers L] [--batch-ms M] [--reps R] [--ctx N]...
  *                [--fmt NAME (with F16)] [--prefill NQ] [--tier scalar|avx2] [--ratio 3|1] [--huge]
  * --prefill NQ also times one causal prefill of NQ queries against NQ decode calls.
  * --huge maps the pages and the streaming buffer with MADV_HUGEPAGE (2 MiB pages where the host
@@ -38,9 +41,10 @@ static volatile int g_sink; /* keeps the streaming read's loads alive */
 
 struct opts {
     unsigned page_tokens, batch_ms, reps, n_ctx, ctx[8], layers, prefill;
-    unsigned only_g; /* 0: 3:1 and 1:1; else only this ratio (3 or 1), for profiling */
-    int only_fmt;    /* 0: every format */
-    int huge;        /* --huge: pages and the streaming buffer asked for 2 MiB pages */
+    unsigned n_pt, pts[4]; /* page sizes to run, in turn (page_tokens: the current one) */
+    unsigned only_g;       /* 0: 3:1 and 1:1; else only this ratio (3 or 1), for profiling */
+    int only_fmt;          /* 0: every format */
+    int huge;              /* --huge: pages and the streaming buffer asked for 2 MiB pages */
 };
 
 /* Maps n bytes of private anonymous memory; with huge, asks for transparent 2 MiB pages. A
@@ -408,10 +412,10 @@ out_free:
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.page_tokens = 16, .batch_ms = 20, .reps = 9, .layers = 30};
+    struct opts o = {.batch_ms = 20, .reps = 9, .layers = 30};
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--page-tokens") && i + 1 < argc)
-            o.page_tokens = (unsigned)atoi(argv[++i]);
+        if (!strcmp(argv[i], "--page-tokens") && i + 1 < argc && o.n_pt < 4)
+            o.pts[o.n_pt++] = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch-ms") && i + 1 < argc)
             o.batch_ms = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--prefill") && i + 1 < argc)
@@ -437,7 +441,7 @@ int main(int argc, char **argv)
             }
         } else {
             fprintf(stderr,
-                    "usage: kvbench-attn [--page-tokens N] [--layers L] [--batch-ms M] "
+                    "usage: kvbench-attn [--page-tokens N]... [--layers L] [--batch-ms M] "
                     "[--reps R] [--ctx N]... [--fmt NAME] [--prefill NQ] [--tier scalar|avx2] "
                     "[--ratio 3|1] [--huge]\n");
             return 2;
@@ -457,9 +461,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvbench-attn: unknown format\n");
         return 2;
     }
-    if (!o.reps || o.layers == 0 || o.layers > KV_MAX_LAYERS || o.page_tokens == 0 ||
-        o.page_tokens > KV_MAX_PAGE_TOKENS || o.page_tokens % 16) {
-        fprintf(stderr, "kvbench-attn: page tokens must be a multiple of 16 (KIVI group)\n");
+    if (!o.n_pt) { /* the small pages of the examples, and pages whose layer slices read well */
+        o.pts[0] = 16;
+        o.pts[1] = 64;
+        o.n_pt = 2;
+    }
+    for (unsigned pi = 0; pi < o.n_pt; pi++)
+        if (o.pts[pi] == 0 || o.pts[pi] > KV_MAX_PAGE_TOKENS || o.pts[pi] % 16) {
+            fprintf(stderr, "kvbench-attn: page tokens must be a multiple of 16 (KIVI group)\n");
+            return 2;
+        }
+    if (!o.reps || o.layers == 0 || o.layers > KV_MAX_LAYERS) {
+        fprintf(stderr, "kvbench-attn: --reps and --layers must be at least 1\n");
         return 2;
     }
 
@@ -470,70 +483,76 @@ int main(int argc, char **argv)
     }
     memset(g_stream, 1, STREAM_BYTES);
     double sr0 = stream_read_gbs(&o);
-    printf("kvbench-attn: decode attention, 1 thread, tier %s, 3 KV heads x 64 ch, %u-token "
-           "pages of %u layers (layer %u attended)\n",
-           kv_attn_get_tier() == KV_ATTN_TIER_AVX2 ? "avx2" : "scalar", o.page_tokens, o.layers,
-           o.layers / 2);
-    printf("streaming read (256 MiB, 1 thread): %.1f GB/s\n\n", sr0);
-    printf("%-9s %6s %5s %10s %9s %8s %8s %7s %6s  %s\n", "format", "ctx", "q:kv", "us/call",
-           "Mtok/s", "GB/s", "xF16", "xstream", "xread", "(quartiles: xF16, xstream, xread)");
+    printf("kvbench-attn: decode attention, 1 thread, tier %s, 3 KV heads x 64 ch, pages of %u "
+           "layers (layer %u attended)\n",
+           kv_attn_get_tier() == KV_ATTN_TIER_AVX2 ? "avx2" : "scalar", o.layers, o.layers / 2);
+    printf("streaming read (256 MiB, 1 thread): %.1f GB/s\n", sr0);
 
     long huge_pages_kb = 0;
     size_t huge_pages_mb = 0;
     int fmts[] = {KV_FMT_F16,  KV_FMT_BF16, KV_FMT_FP8_E4M3, KV_FMT_FP8_E5M2,
                   KV_FMT_INT8, KV_FMT_INT4, KV_FMT_KIVI4,    KV_FMT_KIVI2};
-    for (unsigned ci = 0; ci < o.n_ctx; ci++) {
-        struct ctxpages c16; /* the baseline, kept for the paired timings */
-        memset(&c16, 0, sizeof(c16));
-        if (build(&c16, KV_FMT_F16, o.ctx[ci], &o) != 0) {
-            fprintf(stderr, "kvbench-attn: cannot build f16 pages\n");
-            unbuild(&c16);
-            return 1;
-        }
-        if (ci == 0) { /* for the --huge line at the end */
-            huge_pages_kb = huge_kb(c16.pages);
-            huge_pages_mb = c16.map_bytes >> 20;
-        }
-        for (unsigned fi = 0; fi < sizeof(fmts) / sizeof(fmts[0]); fi++) {
-            struct ctxpages c;
-            if (o.only_fmt && fmts[fi] != KV_FMT_F16 && fmts[fi] != o.only_fmt)
-                continue; /* F16 always runs: it is the baseline */
-            memset(&c, 0, sizeof(c));
-            if (fi > 0 && build(&c, fmts[fi], o.ctx[ci], &o) != 0) {
-                fprintf(stderr, "kvbench-attn: cannot build %s pages\n", kv_fmt_name(fmts[fi]));
-                unbuild(&c);
+    for (unsigned pi = 0; pi < o.n_pt; pi++) {
+        o.page_tokens = o.pts[pi];
+        printf("%s%u-token pages: one layer's K and V in a page are %.1f KiB in FP8, %.1f KiB in "
+               "F16, read at the page stride\n\n",
+               pi ? "" : "\n", o.page_tokens, o.page_tokens * 3 * 2 * (64 + 4) / 1024.0,
+               o.page_tokens * 3 * 2 * 128 / 1024.0);
+        printf("%-9s %6s %5s %10s %9s %8s %8s %7s %6s  %s\n", "format", "ctx", "q:kv", "us/call",
+               "Mtok/s", "GB/s", "xF16", "xstream", "xread", "(quartiles: xF16, xstream, xread)");
+        for (unsigned ci = 0; ci < o.n_ctx; ci++) {
+            struct ctxpages c16; /* the baseline, kept for the paired timings */
+            memset(&c16, 0, sizeof(c16));
+            if (build(&c16, KV_FMT_F16, o.ctx[ci], &o) != 0) {
+                fprintf(stderr, "kvbench-attn: cannot build f16 pages\n");
                 unbuild(&c16);
                 return 1;
             }
-            struct ctxpages *cx = fi > 0 ? &c : &c16;
-            for (unsigned ri = 0; ri < 2; ri++) {
-                unsigned nqh = ri == 0 ? 9 : 3;
-                if (o.only_g && nqh != 3 * o.only_g)
-                    continue;
-                double t, r[3], x[3], y[3];
-                time_row(&o, &c16, fi > 0 ? cx : NULL, nqh, &t, r, x, y);
-                printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8.2f %7.2f %6.2f  ", kv_fmt_name(fmts[fi]),
-                       o.ctx[ci], ri == 0 ? "3:1" : "1:1", t * 1e6, o.ctx[ci] / t * 1e-6,
-                       cx->bytes / t * 1e-9, r[1], x[1], y[1]);
+            if (ci == 0 && pi == 0) { /* for the --huge line at the end */
+                huge_pages_kb = huge_kb(c16.pages);
+                huge_pages_mb = c16.map_bytes >> 20;
+            }
+            for (unsigned fi = 0; fi < sizeof(fmts) / sizeof(fmts[0]); fi++) {
+                struct ctxpages c;
+                if (o.only_fmt && fmts[fi] != KV_FMT_F16 && fmts[fi] != o.only_fmt)
+                    continue; /* F16 always runs: it is the baseline */
+                memset(&c, 0, sizeof(c));
+                if (fi > 0 && build(&c, fmts[fi], o.ctx[ci], &o) != 0) {
+                    fprintf(stderr, "kvbench-attn: cannot build %s pages\n", kv_fmt_name(fmts[fi]));
+                    unbuild(&c);
+                    unbuild(&c16);
+                    return 1;
+                }
+                struct ctxpages *cx = fi > 0 ? &c : &c16;
+                for (unsigned ri = 0; ri < 2; ri++) {
+                    unsigned nqh = ri == 0 ? 9 : 3;
+                    if (o.only_g && nqh != 3 * o.only_g)
+                        continue;
+                    double t, r[3], x[3], y[3];
+                    time_row(&o, &c16, fi > 0 ? cx : NULL, nqh, &t, r, x, y);
+                    printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8.2f %7.2f %6.2f  ",
+                           kv_fmt_name(fmts[fi]), o.ctx[ci], ri == 0 ? "3:1" : "1:1", t * 1e6,
+                           o.ctx[ci] / t * 1e-6, cx->bytes / t * 1e-9, r[1], x[1], y[1]);
+                    if (fi > 0)
+                        printf("(%.2f-%.2f) ", r[0], r[2]);
+                    else
+                        printf("%11s ", "");
+                    printf("(%.2f-%.2f) (%.2f-%.2f)\n", x[0], x[2], y[0], y[2]);
+                }
+                if (o.prefill && o.prefill <= o.ctx[ci])
+                    time_prefill(cx, o.ctx[ci], o.prefill);
+                if ((fmts[fi] == KV_FMT_FP8_E4M3 || fmts[fi] == KV_FMT_F16) && o.only_g != 1) {
+                    double t = time_decode(&o, cx, 9, 1);
+                    printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8s %7s  (+ H2O scores)\n",
+                           kv_fmt_name(fmts[fi]), o.ctx[ci], "3:1", t * 1e6, o.ctx[ci] / t * 1e-6,
+                           cx->bytes / t * 1e-9, "", "");
+                }
                 if (fi > 0)
-                    printf("(%.2f-%.2f) ", r[0], r[2]);
-                else
-                    printf("%11s ", "");
-                printf("(%.2f-%.2f) (%.2f-%.2f)\n", x[0], x[2], y[0], y[2]);
+                    unbuild(&c);
             }
-            if (o.prefill && o.prefill <= o.ctx[ci])
-                time_prefill(cx, o.ctx[ci], o.prefill);
-            if ((fmts[fi] == KV_FMT_FP8_E4M3 || fmts[fi] == KV_FMT_F16) && o.only_g != 1) {
-                double t = time_decode(&o, cx, 9, 1);
-                printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8s %7s  (+ H2O scores)\n",
-                       kv_fmt_name(fmts[fi]), o.ctx[ci], "3:1", t * 1e6, o.ctx[ci] / t * 1e-6,
-                       cx->bytes / t * 1e-9, "", "");
-            }
-            if (fi > 0)
-                unbuild(&c);
+            unbuild(&c16);
+            printf("\n");
         }
-        unbuild(&c16);
-        printf("\n");
     }
     printf("streaming read again at the end: %.1f GB/s\n", stream_read_gbs(&o));
     if (o.huge)
