@@ -93,7 +93,8 @@ void th_build(struct th_case *c, const struct th_cfg *cfg)
         float kamp = cfg->k_amp != 0.0f ? cfg->k_amp : 1.0f;
         for (size_t i = 0; i < (size_t)cfg->n_layers * T * rowf; i++) {
             ks[i] = kamp * (urand(&s) + bias[i % d]);
-            vs[i] = amp * urand(&s);
+            int on = !cfg->v_amp_kvh || (i / d) % cfg->nkv == cfg->v_amp_kvh - 1;
+            vs[i] = (on ? amp : 1.0f) * urand(&s);
         }
         struct kv_src ksrc = {.base = ks,
                               .dtype = KV_DT_F32,

@@ -52,6 +52,7 @@ struct th_cfg {
     int tail_f16;                       /* tail dtype f16 instead of f32 */
     unsigned n_q;                       /* queries (1 = decode) */
     float v_amp0;                       /* block 0's values times this (0: 1): large scales */
+    unsigned v_amp_kvh;                 /* 0: v_amp0 on every KV head; k + 1: on KV head k only */
     float k_amp;                        /* every key times this (0: 1) */
     uint32_t seed;
 };

@@ -200,6 +200,21 @@ Test(attn_decode, fp8_e4m3_large_value_scales)
     check_decode(&c);
 }
 
+/* The same with the large value scales on KV head 1 only: one window call serves every KV head,
+ * and each head picks its own route (head 0 the integer decode, head 1 binary16) in one window. */
+Test(attn_decode, fp8_e4m3_large_value_scales_one_head)
+{
+    struct th_cfg c = base(KV_FMT_FP8_E4M3, KV_FMT_FP8_E4M3);
+    c.nblk = 5;
+    c.blk_tokens[2] = 0;
+    c.n_tail = 0; /* every window fused */
+    c.v_amp0 = 200000.0f;
+    c.v_amp_kvh = 2;
+    check_decode(&c);
+    c.v_amp_kvh = 1; /* and the other way round */
+    check_decode(&c);
+}
+
 /* Logits so far apart that softmax is one-hot: every tier's output for each head must be the
  * value row of its top key (the mean of the rows that tie, as FP8 keys often do). Logits in fp64
  * from the dequantized keys. */
