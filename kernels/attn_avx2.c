@@ -409,30 +409,28 @@ SIMPLE_KERNELS(tf16, ATTN_TAIL_F16)
 struct pf_cur {
     const struct attn_pf *pf;
     unsigned r;           /* current range */
-    unsigned rate, due;   /* lines per step and lines owed, both in 1/256 lines */
+    unsigned rate, due;   /* groups per step and groups owed, both in 1/256 groups */
     const uint8_t *p, *e; /* next line, end of the current range; p NULL: done */
 };
 
-/* Spreads pf's lines evenly over `steps` steps: each step owes rate lines and issues whole groups
- * of 4 of what is owed (an even pace matters: 4-line groups rounded up per step finished the
- * prefetches early in the window and lost ~15% at 1:1). */
+/* Spreads pf's line groups evenly over `steps` steps: each step owes rate groups and issues the
+ * whole ones owed (an even pace matters: groups rounded up per step finished the prefetches early
+ * in the window, and a run's steps issued at once at its start, and both lost 15-30% at 1:1). */
 INLINE void pf_init(struct pf_cur *c, const struct attn_pf *pf, unsigned steps)
 {
     c->pf = pf;
     c->r = 0;
     c->due = 0;
-    c->rate = pf && pf->n ? (unsigned)(((uint64_t)pf->lines << 8) / steps) + 1 : 0;
+    c->rate = pf && pf->n ? (unsigned)(((uint64_t)pf->groups << 8) / steps) + 1 : 0;
     c->p = c->rate ? pf->lo[0] : NULL;
     c->e = c->rate ? pf->hi[0] : NULL;
 }
 
-/* Issues the next n groups of 4 line prefetches. A group may run up to 3 lines past the end of
- * its range (prefetches never fault; the lines are the page's next bytes): checking every line
- * cost twice the instructions of the prefetches themselves. */
-INLINE void pf_quads(struct pf_cur *c, unsigned n)
+/* Issues the next n groups: 4 line prefetches each, or the 1-3 lines left at a range's end. */
+INLINE void pf_groups(struct pf_cur *c, unsigned n)
 {
     const uint8_t *p = c->p, *e = c->e;
-    for (; n; n--, p += 256) {
+    for (; n; n--) {
         if (p >= e) {
             if (++c->r >= c->pf->n) {
                 p = NULL;
@@ -441,31 +439,37 @@ INLINE void pf_quads(struct pf_cur *c, unsigned n)
             p = c->pf->lo[c->r];
             e = c->pf->hi[c->r];
         }
-        _mm_prefetch((const char *)p, _MM_HINT_T1);
-        _mm_prefetch((const char *)p + 64, _MM_HINT_T1);
-        _mm_prefetch((const char *)p + 128, _MM_HINT_T1);
-        _mm_prefetch((const char *)p + 192, _MM_HINT_T1);
+        if (e - p > 192) {
+            _mm_prefetch((const char *)p, _MM_HINT_T1);
+            _mm_prefetch((const char *)p + 64, _MM_HINT_T1);
+            _mm_prefetch((const char *)p + 128, _MM_HINT_T1);
+            _mm_prefetch((const char *)p + 192, _MM_HINT_T1);
+            p += 256;
+        } else {
+            for (; p < e; p += 64)
+                _mm_prefetch((const char *)p, _MM_HINT_T1);
+        }
     }
     c->p = p;
     c->e = e;
 }
 
-/* One step of the window's work done: issues the 4-line groups owed so far. */
+/* One step of the window's work done: issues the groups owed so far. */
 INLINE void pf_step(struct pf_cur *c)
 {
     if (!c->p)
         return;
     c->due += c->rate;
-    unsigned n = c->due >> 10; /* whole groups of 4 lines */
-    c->due -= n << 10;
-    pf_quads(c, n);
+    unsigned n = c->due >> 8;
+    c->due -= n << 8;
+    pf_groups(c, n);
 }
 
 /* Issues whatever is left. */
 INLINE void pf_rest(struct pf_cur *c)
 {
     if (c->p)
-        pf_quads(c, c->pf->lines);
+        pf_groups(c, c->pf->groups);
 }
 
 /* One key row against hn heads: part[hh * 64] gets head hh's 8 partial sums (see win_dot8). */
@@ -723,14 +727,14 @@ INLINE float win_vscales(const struct attn_win *w, size_t vofs, float mul, float
     return _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
 }
 
-/* Prefetch steps of one KV head of a window: one per 8-token group of the logits, as many in the
- * values' first channel slice. */
-INLINE unsigned win_groups(const struct attn_win *w)
+/* Prefetch steps of a window: per KV head and block of up to 4 of its query heads, one per 8-token
+ * group of the logits and as many in the values' first channel slice. */
+INLINE unsigned win_steps(const struct attn_win *w, unsigned g)
 {
     unsigned groups = 0;
     for (unsigned i = 0; i < w->nrun; i++)
         groups += (w->run[i].n + 7) / 8;
-    return 2 * groups;
+    return 2 * groups * w->nkv * ((g + 3) / 4);
 }
 
 /* Instantiated per (key format = value format, D): mixed-format layouts take dot + axpy.
@@ -759,13 +763,13 @@ INLINE unsigned win_groups(const struct attn_win *w)
                                float *lsum, float *acc, float *lg, size_t ld, float *work)         \
     {                                                                                              \
         struct pf_cur pf;                                                                          \
-        pf_init(&pf, w->pf, win_groups(w) * w->nkv);                                               \
+        pf_init(&pf, w->pf, win_steps(w, g));                                                      \
         for (unsigned k = 0; k < w->nkv; k++) {                                                    \
             size_t h = (size_t)k * g;                                                              \
             win1_##name(w, k, q + h * w->d, g, m + h, lsum + h, acc + h * w->d,                    \
                         lg ? lg + h * ld : NULL, ld, work, &pf);                                   \
         }                                                                                          \
-        pf_rest(&pf); /* whatever is left (8:1 and up step through it sooner) */                   \
+        pf_rest(&pf); /* whatever rounding left */                                                 \
     }
 WIN_KERNEL(f16, KV_FMT_F16)
 WIN_KERNEL(bf16, KV_FMT_BF16)
@@ -787,7 +791,7 @@ static TGT void win_e4m3(const struct attn_win *w, const float *q, unsigned g, f
     size_t nq = (size_t)g * w->d;
     float *qs = work + WIN_QBUF;
     struct pf_cur pf;
-    pf_init(&pf, w->pf, win_groups(w) * w->nkv);
+    pf_init(&pf, w->pf, win_steps(w, g));
     for (unsigned k = 0; k < w->nkv; k++) {
         size_t h = (size_t)k * g;
         const float *qk = q + h * w->d;

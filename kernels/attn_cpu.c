@@ -272,6 +272,12 @@ static void piece_prefetch(const struct kv_attn_args *a, const struct geom *gm,
     }
 }
 
+/* Groups of up to 4 lines that the kernel issues for [lo, hi) (lo line-aligned). */
+static unsigned pf_groups(const uint8_t *lo, const uint8_t *hi)
+{
+    return (unsigned)((hi - lo + 255) / 256);
+}
+
 /* Adds [lo, hi) to pf (lo rounded down to its 64-byte line), joined to the last range when the
  * two meet (consecutive pages of a one-layer arena). */
 static void pf_add(struct attn_pf *pf, const uint8_t *lo, const uint8_t *hi)
@@ -280,34 +286,34 @@ static void pf_add(struct attn_pf *pf, const uint8_t *lo, const uint8_t *hi)
         return;
     lo = (const uint8_t *)((uintptr_t)lo & ~(uintptr_t)63);
     if (pf->n && lo <= pf->hi[pf->n - 1] && lo >= pf->lo[pf->n - 1]) {
-        const uint8_t *h0 = pf->hi[pf->n - 1];
+        const uint8_t *l0 = pf->lo[pf->n - 1], *h0 = pf->hi[pf->n - 1];
         if (hi > h0) {
-            pf->lines -= (unsigned)((h0 - pf->lo[pf->n - 1] + 63) / 64);
+            pf->groups += pf_groups(l0, hi) - pf_groups(l0, h0);
             pf->hi[pf->n - 1] = hi;
-            pf->lines += (unsigned)((hi - pf->lo[pf->n - 1] + 63) / 64);
         }
         return;
     }
-    if (pf->n == ATTN_PF_MAX)
+    if (pf->n == pf->cap)
         return;
     pf->lo[pf->n] = lo;
     pf->hi[pf->n++] = hi;
-    pf->lines += (unsigned)((hi - lo + 63) / 64);
+    pf->groups += pf_groups(lo, hi);
 }
 
 /* pf = the attended layer's bytes of the window's page pieces, every KV head. A piece of at least
- * half its page's tokens takes one range, from head 0's first K row to the last head's last V
- * scale (the layer's region of the page, or nearly: the other tokens' rows in between come along
- * and stay few); a shorter piece (the pages of a token-evicted variant may hold a few tokens)
- * takes its rows and scales head by head, so that it fetches what it reads. */
+ * 3/4 of its page's tokens takes one range, from head 0's first K row to the last head's last V
+ * scale (the layer's region of the page; the rows of the tokens it lacks come along, a third
+ * more at most); a shorter piece (a token-evicted variant's short page, or a window's share of a
+ * page longer than the window) takes its rows and scales head by head, so that it fetches what it
+ * reads. */
 static void window_pf(const struct kv_attn_args *a, const struct geom *gm, const struct piece *pc,
                       unsigned np, struct attn_pf *pf)
 {
-    pf->n = pf->lines = 0;
+    pf->n = pf->groups = 0;
     for (unsigned i = 0; i < np && pc[i].span < a->n_blocks; i++) {
         const uint8_t *page = a->blocks[pc[i].span].page;
         size_t t0 = pc[i].t0, t1 = t0 + pc[i].n;
-        if (2 * pc[i].n >= a->layout->page_tokens) {
+        if (4 * pc[i].n >= 3 * (unsigned)a->layout->page_tokens) {
             const uint8_t *last = page + geom_seg(gm, 1, gm->nkv - 1);
             pf_add(pf, page + geom_seg(gm, 0, 0) + t0 * gm->row[0],
                    gm->sb[1] ? last + gm->so[1] + t1 * gm->sb[1] : last + t1 * gm->row[1]);
@@ -361,7 +367,14 @@ int kv_attn_decode(const struct kv_attn_args *a)
     float *buf = aligned_alloc(64, (nf * sizeof(float) + 63) / 64 * 64);
     struct window *wr = malloc(ATTN_RING * sizeof(*wr));
     struct attn_run *runs = malloc(ATTN_CHUNK * sizeof(*runs));
-    struct attn_pf *pf = malloc(sizeof(*pf));
+    /* prefetch ranges: a window of short pieces takes 4 per piece and KV head */
+    unsigned pf_cap = 4 * nkv * ATTN_CHUNK < ATTN_PF_CAP ? 4 * nkv * ATTN_CHUNK : ATTN_PF_CAP;
+    struct attn_pf *pf = malloc(sizeof(*pf) + 2 * (size_t)pf_cap * sizeof(const uint8_t *));
+    if (pf) {
+        pf->lo = (const uint8_t **)(pf + 1);
+        pf->hi = pf->lo + pf_cap;
+        pf->cap = pf_cap;
+    }
     if (!buf || !wr || !runs || !pf) {
         free(buf);
         free(wr);

@@ -59,12 +59,13 @@ struct attn_run {
  * spreads the line prefetches over its work, so that loads stay in flight while it computes
  * instead of stalling it on full miss buffers. Mostly one range per page: the attended layer's K
  * and V segments of every KV head lie together in a page (kv_format.h), so the next window is
- * read in address order (see window_pf in attn_cpu.c). */
-#define ATTN_PF_MAX (4 * ATTN_CHUNK) /* past this, the rest of a window is not prefetched */
+ * read in address order; short pieces give their rows head by head (see window_pf in
+ * attn_cpu.c). Lines go out in groups of 4 (fewer at a range's end). */
+#define ATTN_PF_CAP 4096 /* ranges at most; past them the rest of a window is not prefetched */
 struct attn_pf {
-    const uint8_t *lo[ATTN_PF_MAX], *hi[ATTN_PF_MAX]; /* [lo, hi), lo 64-byte aligned */
-    unsigned n;                                       /* ranges */
-    unsigned lines;                                   /* 64-byte lines in all */
+    const uint8_t **lo, **hi; /* [lo, hi), lo 64-byte aligned, cap entries each */
+    unsigned n, cap;          /* ranges, their room */
+    unsigned groups;          /* groups of up to 4 lines in all: ceil(lines / 4) per range */
 };
 
 /* A decode window of every KV head: runs of page tokens, n <= ATTN_CHUNK in all. */
