@@ -152,6 +152,57 @@ Test(attn_decode, gqa_8_to_1)
     check_decode(&c);
 }
 
+/* The fused window kernel serves every KV head in one call (head k at k * kstep): head dim 128
+ * with four KV heads, in each format it takes. */
+Test(attn_decode, fused_kv_heads_d128)
+{
+    int fmts[] = {KV_FMT_F16, KV_FMT_BF16, KV_FMT_FP8_E4M3, KV_FMT_FP8_E5M2, KV_FMT_INT8};
+    for (unsigned i = 0; i < sizeof(fmts) / sizeof(fmts[0]); i++) {
+        struct th_cfg c = base(fmts[i], fmts[i]);
+        c.nkv = 4;
+        c.d = 128;
+        c.nblk = 5;
+        c.blk_tokens[2] = 0;
+        check_decode(&c);
+    }
+}
+
+/* More than 4 query heads per KV head with several KV heads: blocks of up to 4 query heads per
+ * KV head inside one window call, scores per KV head summed over all of them; g = 17 at head dim
+ * 128 puts g * d past the E4M3 route's query buffer (binary16 route). */
+Test(attn_decode, fused_gqa_blocks)
+{
+    unsigned gs[] = {5, 6, 8};
+    for (unsigned i = 0; i < sizeof(gs) / sizeof(gs[0]); i++) {
+        struct th_cfg c = base(KV_FMT_FP8_E4M3, KV_FMT_FP8_E4M3);
+        c.g = gs[i];
+        check_decode(&c);
+        c.kf = c.vf = KV_FMT_F16;
+        check_decode(&c);
+    }
+    struct th_cfg c = base(KV_FMT_FP8_E4M3, KV_FMT_FP8_E4M3);
+    c.g = 17;
+    c.d = 128;
+    check_decode(&c);
+}
+
+/* A token-evicted variant: windows of many pages holding one token each (prefetched row by row
+ * and head by head, four ranges per page and KV head), with some longer pages among them. */
+Test(attn_decode, fused_one_token_pages)
+{
+    struct th_cfg c = base(KV_FMT_FP8_E4M3, KV_FMT_FP8_E4M3);
+    c.nkv = 4;
+    c.T = 16;
+    c.nblk = TH_MAX_BLOCKS;
+    for (unsigned b = 0; b < c.nblk; b++)
+        c.blk_tokens[b] = b % 9 == 8 ? 13 : 1;
+    c.n_tail = 0;
+    check_decode(&c);
+    c.d = 128;
+    c.kf = c.vf = KV_FMT_INT8;
+    check_decode(&c);
+}
+
 /* Compressed variants: pages holding fewer tokens than page_tokens anywhere in the chain, KIVI key
  * groups cut short, a context that ends exactly at a page boundary (no tail). */
 Test(attn_decode, partly_filled_pages)

@@ -22,8 +22,9 @@
  *                [--fmt NAME (with F16)] [--prefill NQ] [--tier scalar|avx2] [--ratio 3|1] [--huge]
  * --prefill NQ also times one causal prefill of NQ queries against NQ decode calls.
  * --huge maps the pages and the streaming buffer with MADV_HUGEPAGE (2 MiB pages where the host
- * grants them; the header says how much it did): what a 2 MiB-page arena would buy. kvd's arena is
- * a memfd, which takes 2 MiB pages only where the host enables shmem THP or reserves hugetlb pages.
+ * grants them; the last line says how much it did): what a 2 MiB-page arena would buy. kvd's arena
+ * is a memfd, which takes 2 MiB pages only where the host enables shmem THP or reserves hugetlb
+ * pages.
  */
 #include <errno.h>
 #include <immintrin.h>
@@ -47,23 +48,26 @@ struct opts {
     int huge;              /* --huge: pages and the streaming buffer asked for 2 MiB pages */
 };
 
+#define MAP_ROUND(n) (((n) + 4095) & ~(size_t)4095)
+
 /* Maps n bytes of private anonymous memory; with huge, asks for transparent 2 MiB pages. A
  * PROT_NONE guard page after the bytes keeps the kernel from merging the mapping with the next
  * one, so that huge_kb reports this one alone. */
 static void *map_anon(size_t n, int huge)
 {
-    uint8_t *p = mmap(NULL, n + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t m = MAP_ROUND(n);
+    uint8_t *p = mmap(NULL, m + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
-    (void)mprotect(p + n, 4096, PROT_NONE);
+    (void)mprotect(p + m, 4096, PROT_NONE);
     if (huge)
-        (void)madvise(p, n, MADV_HUGEPAGE);
+        (void)madvise(p, m, MADV_HUGEPAGE);
     return p;
 }
 
 static void unmap_anon(void *p, size_t n)
 {
-    munmap(p, n + 4096);
+    munmap(p, MAP_ROUND(n) + 4096);
 }
 
 /* kB of the mapping at addr that the kernel backs with huge pages (AnonHugePages in smaps). */
@@ -268,10 +272,11 @@ static double time_decode(const struct opts *o, struct ctxpages *c, unsigned nqh
  * V of the attended layer, data and scales, every KV head), in the kernel's order (windows of 64
  * tokens; per window KV head by KV head, its keys then its values) and with its prefetch of the
  * next window (each page's layer region in address order, spread evenly over the window's 8-row
- * groups), and no arithmetic. The pages' layout
- * (one page holds all layers of its tokens, so one layer is a 6.5 KiB (FP8) or 12.5 KiB (F16)
- * region per 16-token page at the page stride) caps this below the streaming read; xread says how
- * close the kernel comes to it.
+ * groups), and no arithmetic. The pages' layout (one page holds all layers of its tokens, so one
+ * layer is a 6.4 KiB (FP8) or 12 KiB (F16) region per 16-token page at the page stride) caps this
+ * below the streaming read at small pages; xread says how close the kernel comes to it. It
+ * follows the kernel for page sizes that divide 64 (whole pages per window); for others kvbench
+ * prints no xread.
  */
 __attribute__((target("avx2"))) static void read_segments(const struct ctxpages *c)
 {
@@ -352,7 +357,7 @@ static void time_row(const struct opts *o, struct ctxpages *c16, struct ctxpages
         t[i] = cx ? batch_decode(o, &ax) : t16;
         r[i] = t16 / t[i];
         x[i] = (double)c->bytes / t[i] * 1e-9 / stream_batch(o);
-        y[i] = batch_read(o, c) / t[i];
+        y[i] = 64 % c->l.page_tokens ? NAN : batch_read(o, c) / t[i];
     }
     *tx = median(t, n);
     quartiles(r, n, ratio);
@@ -530,14 +535,22 @@ int main(int argc, char **argv)
                         continue;
                     double t, r[3], x[3], y[3];
                     time_row(&o, &c16, fi > 0 ? cx : NULL, nqh, &t, r, x, y);
-                    printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8.2f %7.2f %6.2f  ",
-                           kv_fmt_name(fmts[fi]), o.ctx[ci], ri == 0 ? "3:1" : "1:1", t * 1e6,
-                           o.ctx[ci] / t * 1e-6, cx->bytes / t * 1e-9, r[1], x[1], y[1]);
+                    printf("%-9s %6u %5s %10.1f %9.2f %8.1f %8.2f %7.2f ", kv_fmt_name(fmts[fi]),
+                           o.ctx[ci], ri == 0 ? "3:1" : "1:1", t * 1e6, o.ctx[ci] / t * 1e-6,
+                           cx->bytes / t * 1e-9, r[1], x[1]);
+                    if (isnan(y[1]))
+                        printf("%6s  ", "-");
+                    else
+                        printf("%6.2f  ", y[1]);
                     if (fi > 0)
                         printf("(%.2f-%.2f) ", r[0], r[2]);
                     else
                         printf("%11s ", "");
-                    printf("(%.2f-%.2f) (%.2f-%.2f)\n", x[0], x[2], y[0], y[2]);
+                    printf("(%.2f-%.2f) ", x[0], x[2]);
+                    if (isnan(y[1]))
+                        printf("\n");
+                    else
+                        printf("(%.2f-%.2f)\n", y[0], y[2]);
                 }
                 if (o.prefill && o.prefill <= o.ctx[ci])
                     time_prefill(cx, o.ctx[ci], o.prefill);
@@ -555,11 +568,15 @@ int main(int argc, char **argv)
         }
     }
     printf("streaming read again at the end: %.1f GB/s\n", stream_read_gbs(&o));
-    if (o.huge)
-        printf(
-            "--huge: 2 MiB pages backed %ld of the %zu MiB of the first context's F16 pages, %ld "
-            "of the %u MiB streaming buffer\n",
-            huge_pages_kb / 1024, huge_pages_mb, huge_kb(g_stream) / 1024, STREAM_BYTES >> 20);
+    if (o.huge) {
+        long skb = huge_kb(g_stream);
+        if (huge_pages_kb < 0 || skb < 0)
+            printf("--huge: how much 2 MiB pages backed is unknown (no AnonHugePages in smaps)\n");
+        else
+            printf("--huge: 2 MiB pages backed %ld of the %zu MiB of the first context's F16 "
+                   "pages, %ld of the %u MiB streaming buffer\n",
+                   huge_pages_kb / 1024, huge_pages_mb, skb / 1024, STREAM_BYTES >> 20);
+    }
     unmap_anon(g_stream, STREAM_BYTES);
     return 0;
 }
