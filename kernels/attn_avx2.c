@@ -125,10 +125,23 @@ INLINE size_t esize(int fmt)
 
 /* FP8 E4M3 decoded by integer ops alone, for the window kernels: (sext32(code) << 20) & 0x87F00000
  * is a binary32 whose value is code_value * 2^-120 (exponent bias 127 vs 7; subnormal codes become
- * binary32 subnormals, which cost nothing extra in an FMA here). Three integer ops per 8 channels
- * instead of the binary16 route's conversions; the 2^120 goes into the query (2^64, the key scale
- * takes 2^56) and the value weights (2^120), when those stay finite (see win_e4m3). */
+ * binary32 subnormals, which cost nothing extra in an FMA here). It is made in 16-bit lanes (the
+ * upper halves of those words: sext16(code) << 4 & 0x87F0) and unpacked below zeros in-lane: 5
+ * integer ops per 16 channels instead of the binary16 route's conversions (and 6 for 32-bit lanes),
+ * but the channels come out permuted in each 16: [0,4) [8,12) in the first register, [4,8)
+ * [12,16) in the second (perm16); the query and the value accumulators are kept in that order.
+ * The 2^120 goes into the query (2^64, the key scale takes 2^56) and the value weights (2^120),
+ * when those stay finite (see win_e4m3). */
 #define FMT_E4M3_F32 200
+
+/* Channels [0,8) [8,16) <-> [0,4) [8,12) | [4,8) [12,16): the order of FMT_E4M3_F32's decode (its
+ * own inverse). */
+INLINE void perm16(__m256 *x0, __m256 *x1)
+{
+    __m256 a = _mm256_permute2f128_ps(*x0, *x1, 0x20), b = _mm256_permute2f128_ps(*x0, *x1, 0x31);
+    *x0 = a;
+    *x1 = b;
+}
 
 /* Channels [c, c+16) of a row, unscaled. */
 INLINE void load16(int fmt, const uint8_t *row, unsigned c, __m256 *lo, __m256 *hi)
@@ -157,12 +170,11 @@ INLINE void load16(int fmt, const uint8_t *row, unsigned c, __m256 *lo, __m256 *
         *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
         break;
     }
-    case FMT_E4M3_F32: {
-        const __m256i keep = _mm256_set1_epi32((int)0x87F00000u);
-        __m256i a = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + c)));
-        __m256i b = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + c + 8)));
-        *lo = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(a, 20), keep));
-        *hi = _mm256_castsi256_ps(_mm256_and_si256(_mm256_slli_epi32(b, 20), keep));
+    case FMT_E4M3_F32: { /* permuted: see FMT_E4M3_F32 */
+        __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(row + c)));
+        w = _mm256_and_si256(_mm256_slli_epi16(w, 4), _mm256_set1_epi16((short)0x87F0));
+        *lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), w));
+        *hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), w));
         break;
     }
     case KV_FMT_FP8_E5M2: {
@@ -586,10 +598,16 @@ INLINE void win_values(int fmt, unsigned D, unsigned hn, const struct attn_win *
     for (unsigned c0 = 0; c0 < D; c0 += cw) {
         __m256 a[4][8];
         KV_UNROLL(4)
-        for (unsigned hh = 0; hh < hn; hh++)
+        for (unsigned hh = 0; hh < hn; hh++) {
             KV_UNROLL(8)
-        for (unsigned v = 0; v < cw / 8; v++)
-            a[hh][v] = _mm256_loadu_ps(acc + hh * D + c0 + 8 * v);
+            for (unsigned v = 0; v < cw / 8; v++)
+                a[hh][v] = _mm256_loadu_ps(acc + hh * D + c0 + 8 * v);
+            if (fmt == FMT_E4M3_F32) {
+                KV_UNROLL(4)
+                for (unsigned v = 0; v < cw / 8; v += 2)
+                    perm16(&a[hh][v], &a[hh][v + 1]);
+            }
+        }
         const float *wj = wt;
         for (unsigned i = 0; i < w->nrun; i++) {
             const struct attn_run *r = &w->run[i];
@@ -610,10 +628,16 @@ INLINE void win_values(int fmt, unsigned D, unsigned hn, const struct attn_win *
                 val_row(fmt, hn, cw, c0, row, wj, a);
         }
         KV_UNROLL(4)
-        for (unsigned hh = 0; hh < hn; hh++)
+        for (unsigned hh = 0; hh < hn; hh++) {
+            if (fmt == FMT_E4M3_F32) {
+                KV_UNROLL(4)
+                for (unsigned v = 0; v < cw / 8; v += 2)
+                    perm16(&a[hh][v], &a[hh][v + 1]);
+            }
             KV_UNROLL(8)
-        for (unsigned v = 0; v < cw / 8; v++)
-            _mm256_storeu_ps(acc + hh * D + c0 + 8 * v, a[hh][v]);
+            for (unsigned v = 0; v < cw / 8; v++)
+                _mm256_storeu_ps(acc + hh * D + c0 + 8 * v, a[hh][v]);
+        }
     }
 }
 
@@ -798,12 +822,17 @@ static TGT void win_e4m3(const struct attn_win *w, const float *q, unsigned g, f
         int ok = nq <= WIN_QBUF;
         if (ok) {
             __m256 two64 = _mm256_set1_ps(0x1p64f), lim = _mm256_set1_ps(0x1p127f);
-            __m256 big = _mm256_setzero_ps(); /* lanes not below 2^127 (or NaN) */
-            for (size_t i = 0; i < nq; i += 8) {
-                __m256 v = _mm256_mul_ps(_mm256_loadu_ps(qk + i), two64);
-                _mm256_storeu_ps(qs + i, v);
-                big = _mm256_or_ps(big, _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), v),
-                                                      lim, _CMP_NLT_UQ));
+            __m256 big = _mm256_setzero_ps();     /* lanes not below 2^127 (or NaN) */
+            for (size_t i = 0; i < nq; i += 16) { /* in FMT_E4M3_F32's channel order */
+                __m256 v0 = _mm256_mul_ps(_mm256_loadu_ps(qk + i), two64);
+                __m256 v1 = _mm256_mul_ps(_mm256_loadu_ps(qk + i + 8), two64);
+                __m256 a0 = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v0);
+                __m256 a1 = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v1);
+                big = _mm256_or_ps(big, _mm256_cmp_ps(a0, lim, _CMP_NLT_UQ));
+                big = _mm256_or_ps(big, _mm256_cmp_ps(a1, lim, _CMP_NLT_UQ));
+                perm16(&v0, &v1);
+                _mm256_storeu_ps(qs + i, v0);
+                _mm256_storeu_ps(qs + i + 8, v1);
             }
             /* the value weights' scales, made once here for win1_e4m3f: every scale < 2^7
              * exactly when every scale * 2^120 < 2^127 (a power-of-two product is exact) */
