@@ -222,16 +222,26 @@ static void unbuild(struct ctxpages *c)
     free(c->bt);
 }
 
-/* Time of one batch (at least batch_ms) of decode calls, seconds per call. */
-static double batch_decode(const struct opts *o, struct kv_attn_args *a)
+/* Time of one batch (at least batch_ms) of fn(arg) calls, seconds per call. */
+static double batch_time(const struct opts *o, void (*fn)(const void *), const void *arg)
 {
     double t0 = now_s();
     unsigned it = 0;
     do {
-        kv_attn_decode(a);
+        fn(arg);
         it++;
     } while (now_s() - t0 < o->batch_ms * 1e-3);
     return (now_s() - t0) / it;
+}
+
+static void call_decode(const void *a)
+{
+    kv_attn_decode(a);
+}
+
+static double batch_decode(const struct opts *o, const struct kv_attn_args *a)
+{
+    return batch_time(o, call_decode, a);
 }
 
 /* One decode query of nqh heads over c's pages: q (filled here) and out hold nqh * 64 floats. */
@@ -311,16 +321,9 @@ __attribute__((target("avx2"))) static void read_segments(const struct ctxpages 
     g_sink += _mm256_extract_epi32(acc, 0);
 }
 
-/* Seconds per read_segments pass, one batch. */
-static double batch_read(const struct opts *o, const struct ctxpages *c)
+static void call_read(const void *c)
 {
-    double t0 = now_s();
-    unsigned it = 0;
-    do {
-        read_segments(c);
-        it++;
-    } while (now_s() - t0 < o->batch_ms * 1e-3);
-    return (now_s() - t0) / it;
+    read_segments(c);
 }
 
 /* Quartiles (25th, 50th, 75th percentile) of v[0..n), sorting v. */
@@ -357,7 +360,7 @@ static void time_row(const struct opts *o, struct ctxpages *c16, struct ctxpages
         t[i] = cx ? batch_decode(o, &ax) : t16;
         r[i] = t16 / t[i];
         x[i] = (double)c->bytes / t[i] * 1e-9 / stream_batch(o);
-        y[i] = 64 % c->l.page_tokens ? NAN : batch_read(o, c) / t[i];
+        y[i] = 64 % c->l.page_tokens ? NAN : batch_time(o, call_read, c) / t[i];
     }
     *tx = median(t, n);
     quartiles(r, n, ratio);
